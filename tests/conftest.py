@@ -1,0 +1,60 @@
+"""Session-wide test settings and shared fixtures.
+
+Every test runs offline (YOLO_OFFLINE=1) with Ultralytics' settings in a throw-away folder, and plots
+go to a non-interactive backend; subprocesses inherit all of it through os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_CONFIG_DIR = tempfile.mkdtemp(prefix="yolo-nonlocal-test-config-")
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_CONFIG_DIR"] = _CONFIG_DIR
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def write_tiny_yolo_dataset(root: Path, n_train: int = 8, n_val: int = 4, imgsz: int = 128, seed: int = 0) -> Path:
+    """Write a tiny YOLO-format detection dataset (2 classes: red boxes, blue boxes) and return its data.yaml.
+
+    Objects span small to medium sizes; the last validation image has no objects (an empty label file).
+    """
+    import cv2
+    import yaml
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, count in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            img = rng.integers(90, 140, size=(imgsz, imgsz, 3), dtype=np.uint8)
+            rows = []
+            n_obj = 0 if (split == "val" and k == count - 1) else int(rng.integers(1, 5))
+            for _ in range(n_obj):
+                cls = int(rng.integers(0, 2))
+                w, h = (int(v) for v in rng.integers(6, imgsz // 2, size=2))
+                x0, y0 = int(rng.integers(0, imgsz - w)), int(rng.integers(0, imgsz - h))
+                colour = (30, 30, 230) if cls == 0 else (230, 60, 30)  # BGR: red, blue
+                cv2.rectangle(img, (x0, y0), (x0 + w - 1, y0 + h - 1), colour, thickness=-1)
+                rows.append(f"{cls} {(x0 + w / 2) / imgsz:.6f} {(y0 + h / 2) / imgsz:.6f} {w / imgsz:.6f} {h / imgsz:.6f}")
+            cv2.imwrite(str(root / "images" / split / f"{split}_{k:03d}.jpg"), img)
+            (root / "labels" / split / f"{split}_{k:03d}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
+    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": {0: "red", 1: "blue"}}
+    (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root / "data.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Path to the data.yaml of a tiny generated YOLO dataset shared by the session (do not modify it)."""
+    return write_tiny_yolo_dataset(tmp_path_factory.mktemp("tiny_dataset"))
