@@ -1,0 +1,190 @@
+"""The synthetic datasets: deterministic by seed, valid YOLO labels, sizes in range, and the context rule
+re-derived from the written pixels (not from the generator's own bookkeeping)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from yolo_nonlocal.synthetic import PALETTE, SyntheticConfig, generate_image, make_dataset
+
+CLI = [str(Path(sys.executable).parent / "yolo-nonlocal")]  # the installed console script
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _read_labels(path: Path, imgsz: int) -> list[tuple[int, tuple[float, float, float, float]]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        assert len(parts) == 5, f"{path}: {line!r} is not 'cls xc yc w h'"
+        c, xc, yc, w, h = int(parts[0]), *(float(v) for v in parts[1:])
+        assert all(0.0 < v <= 1.0 for v in (xc, yc, w, h)), line
+        assert 0.0 <= xc - w / 2 and xc + w / 2 <= 1.0 + 1e-6 and 0.0 <= yc - h / 2 and yc + h / 2 <= 1.0 + 1e-6
+        rows.append((c, (xc * imgsz - w * imgsz / 2, yc * imgsz - h * imgsz / 2, w * imgsz, h * imgsz)))
+    return rows
+
+
+def _palette_squares(img_rgb: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(palette index, (x, y, w, h)) of every square drawn in an exact palette colour, found from the pixels."""
+    found = []
+    for k, colour in enumerate(PALETTE):
+        mask = np.all(img_rgb == np.array(colour, np.uint8), axis=2).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area >= 16:  # a real square (>= 4x4), never a stray background pixel
+                assert area == w * h, "squares are drawn solid"
+                found.append((k, (x, y, w, h)))
+    return found
+
+
+def test_palette_has_no_single_channel_shortcut():
+    colours = np.array(PALETTE)
+    assert len(set(PALETTE)) == 6
+    assert len(set(colours.sum(axis=1))) == 1, "equal channel sums: brightness does not separate colours"
+    for ch in range(3):
+        values = Counter(colours[:, ch].tolist())
+        assert all(n == 2 for n in values.values()), "each level occurs in exactly two colours per channel"
+    for a in range(6):
+        for b in range(a + 1, 6):
+            assert int((colours[a] != colours[b]).sum()) >= 2
+
+
+def test_same_seed_same_bytes_and_index_independent_of_n(tmp_path):
+    cfg = SyntheticConfig(kind="context", n_train=6, n_val=3, seed=7)
+    a = _digest(make_dataset(tmp_path / "a", cfg, progress=False).parent)
+    b = _digest(make_dataset(tmp_path / "b", cfg, progress=False).parent)
+    assert a == b and len(a) == 2 * 9 + 1
+    more = SyntheticConfig(kind="context", n_train=9, n_val=3, seed=7)
+    c = _digest(make_dataset(tmp_path / "c", more, progress=False).parent)
+    assert all(c[k] == v for k, v in a.items() if k != "data.yaml"), "image i does not depend on n_train"
+    other = SyntheticConfig(kind="context", n_train=6, n_val=3, seed=8)
+    d = _digest(make_dataset(tmp_path / "d", other, progress=False).parent)
+    assert sum(d[k] != a[k] for k in a if k.startswith("images")) == 9
+
+
+@pytest.mark.parametrize("imgsz", [256, 320])
+def test_singleton_rule_holds_in_pixels_and_labels(tmp_path, imgsz):
+    cfg = SyntheticConfig(kind="context", rule="singleton", n_train=40, n_val=10, imgsz=imgsz, seed=3)
+    root = make_dataset(tmp_path / "ctx", cfg, progress=False).parent
+    negatives = 0
+    for split, n in (("train", cfg.n_train), ("val", cfg.n_val)):
+        for i in range(n):
+            img = cv2.imread(str(root / "images" / split / f"{i:06d}.png"))[:, :, ::-1]
+            assert img.shape == (imgsz, imgsz, 3)
+            squares = _palette_squares(img)
+            counts = Counter(k for k, _ in squares)
+            assert 3 <= len(counts) <= 5 and len(squares) >= 5
+            singles = [box for k, box in squares if counts[k] == 1]
+            labels = _read_labels(root / "labels" / split / f"{i:06d}.txt", imgsz)
+            assert len(singles) <= 1 and len(labels) == len(singles)
+            negatives += not singles
+            for (cls, (x, y, w, h)), (sx, sy, sw, sh) in zip(labels, singles):
+                assert cls == 0
+                assert np.allclose((x, y, w, h), (sx, sy, sw, sh), atol=1e-3 * imgsz)
+                assert cfg.min_size <= w <= cfg.max_size and w == pytest.approx(h, abs=0.01)
+            # every non-singleton colour has its twins far away: no local window decides the label
+            for k in counts:
+                centres = [(x + w / 2, y + h / 2) for kk, (x, y, w, h) in squares if kk == k]
+                for a in range(len(centres)):
+                    for b in range(a + 1, len(centres)):
+                        assert np.hypot(*np.subtract(centres[a], centres[b])) >= imgsz / 4
+    assert 0 < negatives < 0.4 * (cfg.n_train + cfg.n_val), "some images have no singleton, most have one"
+
+
+def test_count_rule_classes_are_colour_counts(tmp_path):
+    cfg = SyntheticConfig(kind="context", rule="count", n_train=20, n_val=5, seed=1)
+    root = make_dataset(tmp_path / "cnt", cfg, progress=False).parent
+    seen = Counter()
+    for i in range(cfg.n_train):
+        img = cv2.imread(str(root / "images" / "train" / f"{i:06d}.png"))[:, :, ::-1]
+        squares = _palette_squares(img)
+        counts = Counter(k for k, _ in squares)
+        expected = sorted((counts[k] - 1, box) for k, box in squares)
+        labels = _read_labels(root / "labels" / "train" / f"{i:06d}.txt", cfg.imgsz)
+        got = sorted((c, tuple(int(round(v)) for v in b)) for c, b in labels)
+        assert got == expected
+        seen.update(c for c, _ in got)
+    assert set(seen) == {0, 1, 2}
+
+
+def test_neutral_objects_sizes_and_classes(tmp_path):
+    cfg = SyntheticConfig(kind="neutral", rule=None, n_train=30, n_val=5, seed=2, min_size=4, max_size=24)
+    root = make_dataset(tmp_path / "neu", cfg, progress=False).parent
+    classes = Counter()
+    sizes = []
+    for p in sorted((root / "labels" / "train").glob("*.txt")):
+        rows = _read_labels(p, cfg.imgsz)
+        assert 5 <= len(rows) <= 15
+        for c, (_, _, w, h) in rows:
+            classes[c] += 1
+            sizes.append(max(w, h))
+            assert cfg.min_size - 1 <= min(w, h) and max(w, h) <= cfg.max_size + 1e-6
+    assert set(classes) == {0, 1, 2}
+    assert min(sizes) <= 6 and max(sizes) >= 20, "sizes span the 4-24 px range"
+    img, objects = generate_image(cfg, "train", 0)
+    for cls, (x0, y0, x1, y1) in objects:  # a tight box: the object's own colour reaches all four sides
+        patch = img[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1].reshape(-1, 3)
+        colours, n = np.unique(patch, axis=0, return_counts=True)
+        mask = np.all(img == colours[n.argmax()], axis=2)[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1]
+        ys, xs = np.nonzero(mask)
+        assert (xs.min(), ys.min(), xs.max(), ys.max()) == (1, 1, x1 - x0, y1 - y0), cls
+
+
+def test_data_yaml_resolves_in_ultralytics_and_is_relocatable(tmp_path):
+    from ultralytics.data.utils import check_det_dataset
+
+    cfg = SyntheticConfig(kind="neutral", rule=None, n_train=3, n_val=2)
+    data_yaml = make_dataset(tmp_path / "orig", cfg, progress=False)
+    moved = tmp_path / "elsewhere"
+    data_yaml.parent.rename(moved)
+    data = check_det_dataset(str(moved / "data.yaml"))
+    assert Path(data["train"]) == (moved / "images" / "train").resolve()
+    assert data["names"] == {0: "square", 1: "disk", 2: "cross"} and data["nc"] == 3
+    meta = yaml.safe_load((moved / "data.yaml").read_text())
+    assert meta["train_args"]["mosaic"] == 0.0 and meta["synthetic"]["kind"] == "neutral"
+
+
+def test_cli_reuse_refuse_force_and_errors(tmp_path):
+    out = tmp_path / "ds"
+    args = ["make-dataset", "kind=context", f"out={out}", "n_train=4", "n_val=2", "seed=5"]
+    r = subprocess.run([*CLI, *args], capture_output=True, text=True, check=True)
+    assert Path(r.stdout.strip()) == out / "data.yaml"
+    before = _digest(out)
+    r = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    assert r.returncode == 0 and "reusing" in r.stderr and _digest(out) == before
+
+    r = subprocess.run([*CLI, *args[:-1], "seed=6"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert _digest(out) == before, "a refused run loses nothing"
+    r = subprocess.run([*CLI, *args[:-1], "seed=6", "--force"], capture_output=True, text=True)
+    assert r.returncode == 0 and _digest(out) != before
+    assert yaml.safe_load((out / "data.yaml").read_text())["synthetic"]["seed"] == 6
+
+    for bad, message in (
+        (["kind=lines", f"out={out}"], "kind='lines'"),
+        (["kind=context", f"out={out}", "max_size=40"], "max_size=40"),
+        (["kind=context", f"out={out}", "n_train=ten"], "n_train='ten' must be an integer"),
+        (["kind=context", f"out={out}", "colour=red"], "unknown argument 'colour'"),
+        (["kind=neutral", f"out={out}", "rule=count"], "rule= applies to kind=context only"),
+        (["kind=context"], "out=DIR is required"),
+    ):
+        r = subprocess.run([*CLI, "make-dataset", *bad], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr, (bad, r.stderr)
+    r = subprocess.run([*CLI, "make-dataset", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "kind=context|neutral" in r.stdout
