@@ -1,0 +1,311 @@
+"""Non-local block (Wang, Girshick, Gupta, He, "Non-local Neural Networks", CVPR 2018, arXiv 1711.07971).
+
+    y_i = 1 / C(x) * sum_j f(x_i, x_j) g(x_j)          z = W_z y + x
+
+for every position i of a sequence (``dim=1``), an image (``dim=2``) or a clip (``dim=3``), with the paper's
+four pairwise functions f and their normalisations C(x):
+
+=====================  ==========================================  =========================
+mode                   f(x_i, x_j)                                 C(x)
+=====================  ==========================================  =========================
+``embedded_gaussian``  exp(s * theta(x_i)^T phi(x_j))              sum_j f  (a softmax)
+``gaussian``           exp(s * x_i^T x_j)                          sum_j f  (a softmax)
+``dot_product``        theta(x_i)^T phi(x_j)                       N' (positions j)
+``concatenation``      ReLU(w^T [theta(x_i); phi(x_j)])            N'
+=====================  ==========================================  =========================
+
+theta, phi and g are 1x1 (1x1x1) convolutions to ``c1 // reduction`` channels; W_z is a 1x1 convolution back
+to ``c1`` channels followed by BatchNorm whose weight starts at zero, so a fresh block is exactly the
+identity and can be inserted into a trained network without changing its output. ``sub_sample`` max-pools
+phi and g (and x for ``gaussian``) by 2 in space ((1, 2, 2) for clips), in ceil mode, so odd sizes keep
+their last row and column. The softmax scale s is 1/sqrt(d) by default, d the channels of the dot product,
+as the official code (facebookresearch/video-nonlocal-net, ``USE_SCALE``) does; ``scale=1.0`` gives the
+unscaled form most PyTorch copies use, which overflows under fp16 at large activations.
+
+Implementation:
+
+- softmax modes run on ``torch.nn.functional.scaled_dot_product_attention`` with contiguous (B, 1, N, C)
+  query/key/value, so the fused (flash / memory-efficient) kernels run instead of the math fallback that
+  strided views get; memory is linear in N instead of N x N'. Where an explicit product is faster (the CPU at
+  small N, measured in ``benchmarks/block.py``), the ``auto`` backend uses it, computing logits in float32.
+- ``dot_product`` never builds the N x N' matrix: theta (phi^T g) / N' is exact and linear in N.
+- ``concatenation`` never builds the 2C' x N x N' tensor: w^T [theta_i; phi_j] = a_i + b_j, so only an
+  N x N' matrix of scalars exists.
+- the small reductions that sum over N' positions run in float32, so autocast (fp16/bf16) stays finite.
+
+Shapes: input and output (B, c1, L) for ``dim=1``, (B, c1, H, W) for ``dim=2``, (B, c1, T, H, W) for ``dim=3``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "MODES", "BACKENDS", "ONNX_MIN_OPSET"]
+
+MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
+BACKENDS = ("auto", "sdpa", "explicit")
+ONNX_MIN_OPSET = 14  # torch exports scaled_dot_product_attention from opset 14 on
+
+# On the CPU the explicit product beats SDPA's kernels while the N x N' logits stay small; above this many
+# logits per sample the fused kernel wins and the explicit form's memory (3 x N x N' floats) starts to hurt.
+# Measured with benchmarks/block.py (see README); GPUs always take SDPA.
+_CPU_EXPLICIT_MAX_LOGITS = 1600 * 1600
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_POOL_KERNEL = {1: 2, 2: (2, 2), 3: (1, 2, 2)}
+
+
+def _onnx_export_opset() -> Optional[int]:
+    """The opset of the ONNX export under way (TorchScript-based exporter), or None if unknown."""
+    import importlib
+
+    for where in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals"):  # torch >= 2.9, older
+        try:
+            return int(importlib.import_module(where).GLOBALS.export_onnx_opset_version)
+        except Exception:  # private API: absent in this torch release
+            continue
+    return None
+
+
+def _float32(t: torch.Tensor):
+    """A region where autocast is off, so that explicit float32 products stay float32."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+class NonLocal(nn.Module):
+    """Non-local block z = W_z y + x, y_i = 1/C(x) sum_j f(x_i, x_j) g(x_j) (arXiv 1711.07971).
+
+    Args:
+        c1: input (and output) channels.
+        reduction: bottleneck factor; theta, phi and g have ``c1 // reduction`` channels (paper: 2).
+        mode: pairwise function, one of ``MODES``.
+        sub_sample: max-pool phi and g (and x in ``gaussian`` mode) by 2 in space, cutting the pairwise cost 4x.
+        dim: 1 for (B, C, L), 2 for (B, C, H, W), 3 for (B, C, T, H, W).
+        scale: softmax temperature s for the softmax modes; None means 1/sqrt(d) with d the channels of the
+            dot product (``c1 // reduction``, or ``c1`` in ``gaussian`` mode). Not used by the other modes.
+        inter_channels: bottleneck channels, overriding ``reduction``.
+        backend: ``auto`` (fastest measured path per device and size), ``sdpa`` (fused attention kernels)
+            or ``explicit`` (matmul + softmax in float32, for reference and debugging); softmax modes only.
+
+    Shape:
+        x: (B, c1, *spatial) with ``len(spatial) == dim``; output: same shape.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        reduction: int = 2,
+        mode: str = "embedded_gaussian",
+        sub_sample: bool = False,
+        dim: int = 2,
+        scale: Optional[float] = None,
+        inter_channels: Optional[int] = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if isinstance(c1, bool) or not isinstance(c1, int) or c1 < 1:
+            raise ValueError(f"NonLocal: c1 (input channels) must be a positive int, got {c1!r}")
+        if mode not in MODES:
+            raise ValueError(f"NonLocal: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if dim not in _CONV:
+            raise ValueError(f"NonLocal: dim must be 1, 2 or 3 (sequence, image, clip), got {dim!r}")
+        if not isinstance(sub_sample, bool):
+            raise ValueError(f"NonLocal: sub_sample must be True or False, got {sub_sample!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"NonLocal: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if inter_channels is None:
+            if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+                raise ValueError(f"NonLocal: reduction must be a positive int, got {reduction!r}")
+            inter_channels = c1 // reduction
+            if inter_channels < 1:
+                raise ValueError(
+                    f"NonLocal: reduction={reduction} leaves 0 bottleneck channels for c1={c1}; "
+                    f"use a reduction of at most {c1}"
+                )
+        elif isinstance(inter_channels, bool) or not isinstance(inter_channels, int) or inter_channels < 1:
+            raise ValueError(f"NonLocal: inter_channels must be a positive int, got {inter_channels!r}")
+        if scale is not None:
+            if mode not in SOFTMAX_MODES:
+                raise ValueError(f"NonLocal: scale applies to the softmax modes {SOFTMAX_MODES}, not to {mode!r}")
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+                raise ValueError(f"NonLocal: scale must be a positive number, got {scale!r}")
+
+        self.c1, self.inter_channels, self.mode = c1, inter_channels, mode
+        self.sub_sample, self.dim, self.backend = sub_sample, dim, backend
+        d = c1 if mode == "gaussian" else inter_channels
+        self.scale = float(scale) if scale is not None else (1.0 / math.sqrt(d) if mode in SOFTMAX_MODES else None)
+
+        conv = _CONV[dim]
+        self.g = conv(c1, inter_channels, kernel_size=1)
+        self.theta = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1)
+        self.phi = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1)
+        # concatenation: w^T [theta_i; phi_j], stored as the 2C' -> 1 projection mmcv and the paper use
+        self.concat_project = conv(2 * inter_channels, 1, kernel_size=1, bias=False) if mode == "concatenation" else None
+        self.pool = _POOL[dim](kernel_size=_POOL_KERNEL[dim], ceil_mode=True) if sub_sample else None
+        self.w_z = nn.Sequential(conv(inter_channels, c1, kernel_size=1), _BN[dim](c1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal embeddings (fan-out, as mmcv), zero BN weight and bias in W_z: the block is the identity."""
+        for m in (self.g, self.theta, self.phi, self.concat_project, self.w_z[0]):
+            if m is not None:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.w_z[1].weight)
+        nn.init.zeros_(self.w_z[1].bias)
+
+    def extra_repr(self) -> str:
+        s = f"c1={self.c1}, inter_channels={self.inter_channels}, mode={self.mode!r}, sub_sample={self.sub_sample}"
+        s += f", dim={self.dim}"
+        if self.scale is not None:
+            s += f", scale={self.scale:.4g}"
+        return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")
+
+    # ------------------------------------------------------------------------------------------ shapes
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != self.dim + 2:
+            names = {1: "(B, C, L)", 2: "(B, C, H, W)", 3: "(B, C, T, H, W)"}[self.dim]
+            raise ValueError(
+                f"NonLocal(dim={self.dim}) expects a {self.dim + 2}-D input {names}, got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.c1:
+            raise ValueError(f"NonLocal(c1={self.c1}) got an input with {x.shape[1]} channels (shape {tuple(x.shape)})")
+
+    def _keys_shape(self, spatial: Sequence[int]) -> tuple:
+        """Spatial shape of phi and g: halved in space (ceil) when sub-sampling; time is kept for clips."""
+        if not self.sub_sample:
+            return tuple(int(s) for s in spatial)
+        kernel = _POOL_KERNEL[self.dim]
+        kernel = (kernel,) if isinstance(kernel, int) else kernel
+        return tuple(-(-int(s) // k) for s, k in zip(spatial, kernel))
+
+    def attention_macs(self, spatial: Sequence[int]) -> int:
+        """Multiply-accumulates per sample of the pairwise products, which conv/BN FLOP counters miss.
+
+        Softmax modes: theta^T phi and the weighted sum of g, N * N' * (d + C'). ``dot_product``:
+        phi^T g and theta (phi^T g), (N + N') * C'^2. ``concatenation``: the projections a_i, b_j and the
+        weighted sum of g, (N + N') * C' + N * N' * C'. (Pooling, softmax and additions are not MACs.)
+        """
+        spatial = tuple(int(s) for s in spatial)
+        if len(spatial) != self.dim:
+            raise ValueError(f"NonLocal(dim={self.dim}).attention_macs expects {self.dim} spatial sizes, got {spatial}")
+        n, n_keys, c = math.prod(spatial), math.prod(self._keys_shape(spatial)), self.inter_channels
+        if self.mode in SOFTMAX_MODES:
+            d = self.c1 if self.mode == "gaussian" else c
+            return n * n_keys * (d + c)
+        if self.mode == "dot_product":
+            return (n + n_keys) * c * c
+        return (n + n_keys) * c + n * n_keys * c
+
+    # ------------------------------------------------------------------------------------------ compute
+    def _embed(self, x: torch.Tensor):
+        """Queries (B, N, d), keys (B, N', d) and values (B, N', C'), contiguous, channels last."""
+        g = self.g(x)
+        if self.mode == "gaussian":
+            q, k = x, x
+        else:
+            q, k = self.theta(x), self.phi(x)
+        if self.pool is not None:
+            g, k = self.pool(g), self.pool(k)
+        flat = lambda t: t.flatten(2).transpose(1, 2).contiguous()  # noqa: E731
+        return flat(q), flat(k), flat(g)
+
+    def _use_sdpa(self, q: torch.Tensor, k: torch.Tensor) -> bool:
+        if self.backend != "auto":
+            return self.backend == "sdpa"
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_scripting() or torch.jit.is_tracing():
+            return True
+        if q.device.type != "cpu":
+            return True
+        return q.shape[1] * k.shape[1] > _CPU_EXPLICIT_MAX_LOGITS
+
+    def _softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self._use_sdpa(q, k):
+            if torch.onnx.is_in_onnx_export():
+                opset = _onnx_export_opset()
+                if opset is not None and opset < ONNX_MIN_OPSET:
+                    raise ValueError(
+                        f"NonLocal's fused attention (scaled_dot_product_attention) exports to ONNX from opset "
+                        f"{ONNX_MIN_OPSET} on; opset {opset} was asked: export with opset={ONNX_MIN_OPSET} or newer"
+                    )
+            c = v.shape[-1]
+            if c != q.shape[-1]:  # gaussian mode: the fused kernels need equal head sizes, so pad g with zeros
+                v = F.pad(v, (0, q.shape[-1] - c))
+            # (B, 1, N, C): one head, the 4-D contiguous layout the fused kernels take
+            y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=self.scale)
+            return y[:, 0, :, :c]
+        with _float32(q):
+            logits = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
+            return torch.bmm(logits.softmax(dim=-1), v.float()).to(v.dtype)
+
+    def _concat_terms(self, q: torch.Tensor, k: torch.Tensor):
+        """a_i = w_theta^T theta_i (B, N, 1) and b_j = w_phi^T phi_j (B, 1, N')."""
+        w = self.concat_project.weight.flatten(1)  # (1, 2C')
+        c = self.inter_channels
+        a = F.linear(q, w[:, :c])
+        b = F.linear(k, w[:, c:]).transpose(1, 2)
+        return a, b
+
+    def pairwise_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised pairwise weights f(x_i, x_j) / C(x), shape (B, N, N'); rows of softmax modes sum to 1.
+
+        Builds the N x N' matrix explicitly (in float32): meant for inspecting and drawing small inputs.
+        """
+        self._check_input(x)
+        q, k, _ = self._embed(x)
+        with _float32(q):
+            q, k = q.float(), k.float()
+            if self.mode in SOFTMAX_MODES:
+                return (torch.bmm(q, k.transpose(1, 2)) * self.scale).softmax(dim=-1)
+            if self.mode == "dot_product":
+                return torch.bmm(q, k.transpose(1, 2)) / k.shape[1]
+            a, b = self._concat_terms(q, k)
+            return F.relu(a + b) / k.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        q, k, v = self._embed(x)
+        n_keys = k.shape[1]
+        if self.mode in SOFTMAX_MODES:
+            y = self._softmax_attention(q, k, v)
+        elif self.mode == "dot_product":
+            # theta (phi^T g) / N': exact, linear in N; the sums over N' positions run in float32
+            with _float32(q):
+                kv = torch.bmm(k.float().transpose(1, 2), v.float()) / n_keys
+                y = torch.bmm(q.float(), kv).to(v.dtype)
+        else:
+            with _float32(q):
+                a, b = self._concat_terms(q.float(), k.float())
+                y = torch.bmm(F.relu(a + b) / n_keys, v.float()).to(v.dtype)
+        y = y.transpose(1, 2).reshape(x.shape[0], self.inter_channels, *x.shape[2:])
+        return self.w_z(y) + x
+
+
+class NonLocal1d(NonLocal):
+    """Non-local block for sequences (B, C, L); see :class:`NonLocal`."""
+
+    def __init__(self, c1: int, reduction: int = 2, mode: str = "embedded_gaussian", sub_sample: bool = False, **kwargs):
+        super().__init__(c1, reduction, mode, sub_sample, dim=1, **kwargs)
+
+
+class NonLocal2d(NonLocal):
+    """Non-local block for images (B, C, H, W); see :class:`NonLocal`."""
+
+    def __init__(self, c1: int, reduction: int = 2, mode: str = "embedded_gaussian", sub_sample: bool = False, **kwargs):
+        super().__init__(c1, reduction, mode, sub_sample, dim=2, **kwargs)
+
+
+class NonLocal3d(NonLocal):
+    """Non-local block for clips (B, C, T, H, W); sub-sampling pools (1, 2, 2); see :class:`NonLocal`."""
+
+    def __init__(self, c1: int, reduction: int = 2, mode: str = "embedded_gaussian", sub_sample: bool = False, **kwargs):
+        super().__init__(c1, reduction, mode, sub_sample, dim=3, **kwargs)
