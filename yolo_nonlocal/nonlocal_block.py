@@ -208,7 +208,7 @@ class NonLocal(nn.Module):
 
     # ------------------------------------------------------------------------------------------ compute
     def _embed(self, x: torch.Tensor):
-        """Queries (B, N, d), keys (B, N', d) and values (B, N', C'), contiguous, channels last."""
+        """Queries (B, N, d), keys (B, N', d) and values (B, N', C'), channels last (strided views)."""
         g = self.g(x)
         if self.mode == "gaussian":
             q, k = x, x
@@ -216,8 +216,7 @@ class NonLocal(nn.Module):
             q, k = self.theta(x), self.phi(x)
         if self.pool is not None:
             g, k = self.pool(g), self.pool(k)
-        flat = lambda t: t.flatten(2).transpose(1, 2).contiguous()  # noqa: E731
-        return flat(q), flat(k), flat(g)
+        return q.flatten(2).transpose(1, 2), k.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2)
 
     def _use_sdpa(self, q: torch.Tensor, k: torch.Tensor) -> bool:
         if self.backend != "auto":
@@ -240,8 +239,10 @@ class NonLocal(nn.Module):
             c = v.shape[-1]
             if c != q.shape[-1]:  # gaussian mode: the fused kernels need equal head sizes, so pad g with zeros
                 v = F.pad(v, (0, q.shape[-1] - c))
-            # (B, 1, N, C): one head, the 4-D contiguous layout the fused kernels take
-            y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=self.scale)
+            # (B, 1, N, C) contiguous: one head in the layout the fused kernels take; the strided views
+            # that flatten(2).transpose(1, 2) gives would silently fall back to the N x N' math kernel
+            q, k, v = (t.contiguous()[:, None] for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
             return y[:, 0, :, :c]
         with _float32(q):
             logits = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale

@@ -1,0 +1,195 @@
+"""NonLocal block vs the explicit form the popular copies write: forward+backward time and peak memory.
+
+The explicit reference is the embedded-Gaussian block as most PyTorch copies write it: theta/phi/g 1x1
+convolutions, ``f = softmax(theta^T phi)`` as an N x N matrix, ``y = f g``, W_z conv + BN, residual.
+Sizes are the maps a Non-local block sees in YOLOv8n/s: P3/P4/P5 of a 640 input and P3 of a 1280 input.
+
+Time: median of ``--reps`` forward+backward passes, both implementations interleaved in one process.
+Memory: peak growth during one forward+backward; on CUDA from the allocator's statistics, on the CPU
+from the resident set size of a fresh subprocess per measurement, sampled every 0.5 ms during the step
+(the allocator returns large blocks to the system, so only growth during the step counts).
+
+    python benchmarks/block.py                      # CPU, batch 1, fp32
+    python benchmarks/block.py --device cuda --batch 16 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from yolo_nonlocal import NonLocal  # noqa: E402
+
+# (label, channels, side): the maps YOLOv8n and YOLOv8s feed a block at P5/P4/P3 of 640 and P3 of 1280
+SIZES = [
+    ("v8n P5@640", 256, 20),
+    ("v8n P4@640", 128, 40),
+    ("v8n P3@640", 64, 80),
+    ("v8n P3@1280", 64, 160),
+    ("v8s P5@640", 512, 20),
+    ("v8s P4@640", 256, 40),
+    ("v8s P3@640", 128, 80),
+    ("v8s P3@1280", 128, 160),
+]
+
+
+class ExplicitNonLocal(nn.Module):
+    """The explicit embedded-Gaussian block of the popular copies (N x N matrix, unscaled softmax)."""
+
+    def __init__(self, c1: int):
+        super().__init__()
+        c = c1 // 2
+        self.g, self.theta, self.phi = (nn.Conv2d(c1, c, 1) for _ in range(3))
+        self.w_z = nn.Sequential(nn.Conv2d(c, c1, 1), nn.BatchNorm2d(c1))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        g = self.g(x).view(b, -1, h * w).permute(0, 2, 1)
+        theta = self.theta(x).view(b, -1, h * w).permute(0, 2, 1)
+        phi = self.phi(x).view(b, -1, h * w)
+        f = F.softmax(torch.matmul(theta, phi), dim=-1)
+        y = torch.matmul(f, g).permute(0, 2, 1).contiguous().view(b, -1, h, w)
+        return self.w_z(y) + x
+
+
+def build(impl: str, c: int, device: str) -> nn.Module:
+    m = NonLocal(c) if impl == "nonlocal" else ExplicitNonLocal(c)
+    with torch.no_grad():
+        m.w_z[1].weight.fill_(1.0)  # a trained block, not the identity
+    return m.to(device).train()
+
+
+def step(m: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> None:
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        out = m(x)
+    out.float().square().mean().backward()
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_pair(c: int, side: int, args) -> dict[str, float]:
+    x = torch.randn(args.batch, c, side, side, device=args.device, requires_grad=True)
+    mods = {impl: build(impl, c, args.device) for impl in ("explicit", "nonlocal")}
+    times: dict[str, list[float]] = {impl: [] for impl in mods}
+    for impl, m in mods.items():  # warm-up
+        step(m, x, args.amp_dtype)
+    for _ in range(args.reps):
+        for impl, m in mods.items():
+            sync(args.device)
+            t0 = time.perf_counter()
+            step(m, x, args.amp_dtype)
+            sync(args.device)
+            times[impl].append(time.perf_counter() - t0)
+    return {impl: statistics.median(v) * 1e3 for impl, v in times.items()}
+
+
+def peak_memory_mib(impl: str, c: int, side: int, args) -> float:
+    if args.device == "cuda":
+        x = torch.randn(args.batch, c, side, side, device="cuda", requires_grad=True)
+        m = build(impl, c, "cuda")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step(m, x, args.amp_dtype)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps([impl, c, side, args.batch, args.dtype])]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["peak_mib"]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child(spec: str) -> None:
+    """Peak resident-memory growth of one forward+backward, sampled every 0.5 ms by a watcher thread."""
+    import threading
+
+    impl, c, side, batch, dtype = json.loads(spec)
+    x = torch.randn(batch, c, side, side, requires_grad=True)
+    m = build(impl, c, "cpu")
+    step(build(impl, c, "cpu"), torch.randn(1, c, 8, 8, requires_grad=True), None)  # load kernels, allocator
+    base = _rss_bytes()
+    peak, done = [base], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    step(m, x, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+    done.set()
+    watcher.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    print(json.dumps({"peak_mib": (peak[0] - base) / 2**20}))
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device == "cuda":
+        text = f"{torch.cuda.get_device_name()} ({text})"
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=None, help="default: 16 on cuda, 1 on cpu")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="autocast dtype (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 20 on cuda, 3 on cpu)")
+    p.add_argument("--only", default=None, help="comma-separated labels to run, e.g. 'v8n P3@640'")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory column")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._child:
+        return _child(args._child)
+    gpu = args.device == "cuda"
+    args.batch = args.batch or (16 if gpu else 1)
+    args.dtype = args.dtype or ("bf16" if gpu else "fp32")
+    args.reps = args.reps or (20 if gpu else 3)
+    args.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    sizes = [s for s in SIZES if args.only is None or s[0] in args.only.split(",")]
+
+    print(f"# NonLocal (fused) vs explicit N x N block, forward+backward, batch {args.batch}, {args.dtype}")
+    print(f"# machine: {machine(args.device)}")
+    print("| map | C x H x W | explicit ms | NonLocal ms | time ratio | explicit MiB | NonLocal MiB | memory ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, c, side in sizes:
+        t = time_pair(c, side, args)
+        if args.no_memory:
+            mem = {"explicit": float("nan"), "nonlocal": float("nan")}
+        else:
+            mem = {impl: peak_memory_mib(impl, c, side, args) for impl in ("explicit", "nonlocal")}
+        print(
+            f"| {label} | {c}x{side}x{side} | {t['explicit']:.1f} | {t['nonlocal']:.1f} | "
+            f"{t['nonlocal'] / t['explicit']:.2f}x | {mem['explicit']:.0f} | {mem['nonlocal']:.0f} | "
+            f"{mem['explicit'] / max(mem['nonlocal'], 1e-9):.1f}x less |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
