@@ -397,3 +397,15 @@ def test_import_is_light():
         "assert not any(m.startswith('ultralytics') for m in sys.modules), 'ultralytics imported by NonLocal'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("mode,sub_sample", [("embedded_gaussian", False), ("gaussian", True)])
+def test_fused_kernel_runs_not_the_math_fallback(mode, sub_sample):
+    """With only the flash kernel allowed, SDPA raises instead of silently falling back to the math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    block = _randomise(NonLocal(8, mode=mode, sub_sample=sub_sample, backend="sdpa")).train()
+    x = torch.randn(2, 8, 9, 7, requires_grad=True)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        block(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
