@@ -1,0 +1,685 @@
+"""Train a Non-local YOLO and its baseline the same way and compare their COCO AP, small-object AP included.
+
+Why: a Non-local block costs compute; whether it buys small-object AP on a given dataset is an empirical
+question that needs both models trained identically (same data, epochs, augmentations, seeds, device),
+scored with the same COCO protocol, and the spread over seeds next to the difference.
+
+What it does, for every seed and for both models:
+
+1. trains through Ultralytics' own trainer (``ultralytics.YOLO(model).train(...)``) with identical
+   arguments, ``seed=`` set per run and ``deterministic=True`` (Ultralytics' default);
+2. validates the best checkpoint once more with ``save_json=True`` and scores its ``predictions.json``
+   with :func:`yolo_nonlocal.coco_eval.evaluate` (AP, AP50, AP75, APs, APm, APl);
+3. measures parameters, GFLOPs *including the attention products* that a conv-only FLOP counter misses
+   (:meth:`NonLocal.attention_macs`), and batch-1 inference latency on the device used.
+
+Then it writes ``DIR/compare.json``, ``DIR/compare.csv``, ``DIR/compare.md`` (one entry per model: mean
+and standard deviation over seeds) and ``DIR/compare.png`` (the metrics with error bars).
+
+Every run lives in ``DIR/runs/<label>-seed<k>-<fingerprint>``: the fingerprint hashes the model, the
+dataset (its data.yaml content), every train argument, the seed and the Ultralytics version. A run whose
+``run.json`` says it finished is reused on the next invocation instead of retrained; a run that stopped
+half-way is resumed from its ``last.pt``; changing any setting gives a new folder, so nothing is
+overwritten. ``--force`` retrains (into the same folder).
+
+A dataset written by :mod:`yolo_nonlocal.synthetic` carries ``train_args`` in its data.yaml (mosaic,
+translate, scale and colour jitter off: they would cut the long-range cue out of the image); they are
+applied to both models unless given on the command line, and printed.
+
+Command line (``yolo-nonlocal compare``)::
+
+    yolo-nonlocal compare model=yolov8n-nl.yaml baseline=yolov8n.yaml data=DATA epochs=E imgsz=S seeds=N \\
+        [device=..] [pretrained=..] project=DIR [any other Ultralytics train argument, passed to both]
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["METRICS", "CompareSettings", "compare", "model_cost", "measure_latency", "machine_info", "cli"]
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+COMPARE_VERSION = 1
+
+# Arguments compare owns: they are not Ultralytics train arguments, or compare sets them per run.
+_OWN_KEYS = {"model", "baseline", "data", "seeds", "seed", "project", "latency_runs"}
+_FORBIDDEN = {
+    "name": "compare names every run itself (<label>-seed<k>-<fingerprint>)",
+    "exist_ok": "compare decides whether a run folder is reused, resumed or retrained",
+    "resume": "compare resumes an interrupted run by itself; just run the same command again",
+    "mode": "compare always trains",
+    "task": "compare trains detection models",
+    "save_json": "compare runs its own COCO evaluation after training",
+}
+# Defaults compare uses unless the command line says otherwise: no plots (Ultralytics would try to fetch
+# a font while offline), and seeded, deterministic training.
+_DEFAULTS = {"plots": False, "deterministic": True}
+
+
+def _log(msg: str) -> None:
+    print(f"[compare] {msg}", file=sys.stderr, flush=True)
+
+
+def _sha1_file(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class CompareSettings:
+    """One comparison: the two models, the dataset, the seeds and the train arguments both get."""
+
+    model: str
+    baseline: str
+    data: str
+    project: Path
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train_args: dict[str, Any] = field(default_factory=dict)  # epochs, imgsz, device, batch, ...
+    latency_runs: int = 30
+
+    def labels(self) -> tuple[str, str]:
+        """Short names for the two models (file stems; disambiguated when they coincide)."""
+        m, b = Path(self.model).stem, Path(self.baseline).stem
+        if m == b:
+            m, b = f"{m}-model", f"{b}-baseline"
+        return m, b
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measurements
+# ----------------------------------------------------------------------------------------------------------
+
+
+def machine_info(device: Any = None) -> dict[str, Any]:
+    """Where numbers come from: platform, CPU, accelerator, torch and Ultralytics versions."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    try:
+        import ultralytics
+
+        info["ultralytics"] = ultralytics.__version__
+    except ImportError:  # pragma: no cover - compare needs it anyway
+        pass
+    dev = _torch_device(device)
+    info["device"] = str(dev)
+    if dev.type == "cuda":
+        info["accelerator"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def _torch_device(device: Any):
+    import torch
+
+    if device is None or device == "":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        return torch.device(f"cuda:{int(device)}")
+    if isinstance(device, (list, tuple)):
+        return _torch_device(device[0])
+    s = str(device).split(",")[0].strip()
+    return torch.device(f"cuda:{s}" if s.isdigit() else s)
+
+
+def _nonlocal_modules(model) -> list:
+    try:
+        from yolo_nonlocal.nonlocal_block import NonLocal
+    except ImportError:  # pragma: no cover - the block ships with the package
+        return []
+    return [m for m in model.modules() if isinstance(m, NonLocal)]
+
+
+def model_cost(model, imgsz: int) -> dict[str, Any]:
+    """Parameters and GFLOPs at ``imgsz`` (one image), attention products included.
+
+    ``gflops_conv`` is what Ultralytics reports (thop over conv/bn/linear layers); ``attention_gflops`` adds
+    2 x :meth:`NonLocal.attention_macs` for every block at the spatial size it really sees at ``imgsz``.
+    """
+    import copy
+    import inspect
+
+    import torch
+    from ultralytics.utils import torch_utils
+
+    # The package's Ultralytics integration wraps get_flops to add the attention (functools.wraps): take
+    # the unwrapped thop count here and add the attention once, at the real spatial sizes.
+    get_flops = inspect.unwrap(torch_utils.get_flops)
+    model = copy.deepcopy(model).float().cpu().eval()
+    params = sum(p.numel() for p in model.parameters())
+    conv = float(get_flops(model, imgsz))
+    blocks = _nonlocal_modules(model)
+    spatial: list[tuple[int, ...]] = []
+    hooks = [b.register_forward_pre_hook(lambda m, inp: spatial.append(tuple(inp[0].shape[2:]))) for b in blocks]
+    try:
+        if blocks:
+            with torch.inference_mode():
+                model(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for h in hooks:
+            h.remove()
+    attn = sum(2 * int(b.attention_macs(s)) for b, s in zip(blocks, spatial)) / 1e9
+    return {
+        "params": int(params),
+        "gflops": conv + attn,
+        "gflops_conv": conv,
+        "attention_gflops": attn,
+        "nonlocal_blocks": len(blocks),
+    }
+
+
+def measure_latency(model, imgsz: int, device: Any = None, runs: int = 30, warmup: int = 5) -> dict[str, float]:
+    """Batch-1 forward latency in ms (median and interquartile range over ``runs``) of the fused model."""
+    import copy
+
+    import torch
+
+    dev = _torch_device(device)
+    m = copy.deepcopy(model).float().eval()
+    if hasattr(m, "fuse"):
+        try:
+            m = m.fuse(verbose=False)
+        except TypeError:
+            m = m.fuse()
+    m = m.to(dev)
+    x = torch.zeros(1, 3, imgsz, imgsz, device=dev)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            m(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"latency_ms": statistics.median(times), "latency_ms_iqr": q[2] - q[0]}
+
+
+def _coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
+    try:
+        from yolo_nonlocal.coco_eval import evaluate
+    except ImportError as e:  # pragma: no cover - ships with the package
+        raise RuntimeError(f"compare needs yolo_nonlocal.coco_eval for the COCO metrics: {e}") from e
+    res = evaluate(data, str(predictions), split=split)
+    out = {k: _finite(res.get(k)) for k in METRICS}
+    # COCO reports -1 for an area range without ground truth (APm/APl on tiny-object sets): not a score
+    return {k: (None if v is None or v < 0 else v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one run
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _fingerprint(model: str, data: str, train_args: dict[str, Any], seed: int) -> tuple[str, dict]:
+    import ultralytics
+
+    def ident(spec: str) -> dict:
+        p = Path(spec)
+        return {"spec": spec, "sha1": _sha1_file(p)} if p.is_file() else {"spec": spec}
+
+    content = {
+        "compare_version": COMPARE_VERSION,
+        "ultralytics": ultralytics.__version__,
+        "model": ident(model),
+        "data": ident(data),
+        "seed": int(seed),
+        "train_args": {k: train_args[k] for k in sorted(train_args)},
+    }
+    pretrained = train_args.get("pretrained")
+    if isinstance(pretrained, str) and Path(pretrained).is_file():
+        content["pretrained_sha1"] = _sha1_file(Path(pretrained))
+    blob = json.dumps(content, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:10], content
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _run_one(
+    settings: CompareSettings, role: str, spec: str, label: str, seed: int, force: bool, step: str
+) -> dict[str, Any]:
+    from ultralytics import YOLO
+
+    args = dict(settings.train_args)
+    fp, content = _fingerprint(spec, settings.data, args, seed)
+    run_dir = settings.project / "runs" / f"{label}-seed{seed}-{fp}"
+    record_path = run_dir / "run.json"
+    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    record = _read_json(record_path)
+    if record and record.get("complete") and best.is_file() and not force:
+        _log(f"{step} {label} seed {seed}: reusing the finished run in {run_dir}")
+        record["reused"] = True
+        return record
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "fingerprint.json").write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
+    t0 = time.time()
+    if last.is_file() and not force and record is not None and record.get("started"):
+        _log(f"{step} {label} seed {seed}: resuming the interrupted run from {last}")
+        try:
+            YOLO(str(last)).train(resume=True)
+        except Exception as e:  # an unusable checkpoint (e.g. it finished but run.json was not written)
+            _log(f"{step} {label} seed {seed}: cannot resume ({type(e).__name__}: {e}); training again")
+            YOLO(spec).train(**_train_kwargs(settings, args, run_dir, seed))
+    else:
+        _log(f"{step} training {label} ({role}: {spec}) seed {seed} -> {run_dir}")
+        record_path.write_text(json.dumps({"started": True, "complete": False}))
+        YOLO(spec).train(**_train_kwargs(settings, args, run_dir, seed))
+    train_s = time.time() - t0
+    if not best.is_file():
+        raise RuntimeError(f"training {label} seed {seed} finished without {best}; see the log above")
+
+    _log(f"{step} {label} seed {seed}: COCO evaluation of {best.name}")
+    trained = YOLO(str(best))
+    imgsz = int(args.get("imgsz", 640))
+    val_args = {
+        k: args[k] for k in ("imgsz", "batch", "device", "workers", "half", "single_cls", "classes") if k in args
+    }
+    trained.val(
+        data=settings.data,
+        split="val",
+        save_json=True,
+        plots=False,
+        verbose=False,
+        project=str(run_dir),
+        name="coco_val",
+        exist_ok=True,
+        **val_args,
+    )
+    predictions = run_dir / "coco_val" / "predictions.json"
+    if not predictions.is_file():
+        raise RuntimeError(f"validation of {best} wrote no {predictions}")
+    metrics = _coco_metrics(settings.data, predictions, "val")
+    cost = model_cost(trained.model, imgsz)
+    latency = measure_latency(trained.model, imgsz, args.get("device"), runs=settings.latency_runs)
+    record = {
+        "complete": True,
+        "role": role,
+        "model": spec,
+        "label": label,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "weights": str(best),
+        "results_csv": str(run_dir / "results.csv"),
+        "train_seconds": round(train_s, 1),
+        **metrics,
+        **cost,
+        **latency,
+        "device": str(_torch_device(args.get("device"))),
+    }
+    record_path.write_text(json.dumps(record, indent=2))
+    _log(
+        f"{step} {label} seed {seed}: AP {_pct(metrics['AP'])}  APs {_pct(metrics['APs'])}  "
+        f"({train_s:.0f} s training)"
+    )
+    return record
+
+
+def _train_kwargs(settings: CompareSettings, args: dict, run_dir: Path, seed: int) -> dict:
+    return {
+        **args,
+        "data": settings.data,
+        "seed": int(seed),
+        "project": str(run_dir.parent),
+        "name": run_dir.name,
+        "exist_ok": True,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# aggregation and reports
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and v >= 0]  # COCO reports -1 for an empty area range
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _summarise(records: list[dict], role: str, spec: str, label: str) -> dict[str, Any]:
+    rs = [r for r in records if r["role"] == role]
+    entry: dict[str, Any] = {"model": label, "role": role, "spec": spec, "seeds": [r["seed"] for r in rs]}
+    for k in METRICS:
+        entry[k], entry[f"{k}_std"] = _mean_std([r.get(k) for r in rs])
+    entry["params"] = rs[0]["params"]
+    for k in ("gflops", "gflops_conv", "attention_gflops"):
+        entry[k] = rs[0][k]
+    entry["nonlocal_blocks"] = rs[0]["nonlocal_blocks"]
+    entry["latency_ms"], entry["latency_ms_std"] = _mean_std([r["latency_ms"] for r in rs])
+    entry["device"] = rs[0]["device"]
+    entry["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in rs)
+    entry["runs"] = [
+        {k: r.get(k) for k in ("seed", "run_dir", "weights", "results_csv", *METRICS, "latency_ms")} for r in rs
+    ]
+    return entry
+
+
+def _pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _write_csv(path: Path, entries: list[dict]) -> None:
+    cols = ["model", "role", "n_seeds"]
+    for k in METRICS:
+        cols += [k, f"{k}_std"]
+    cols += ["params", "gflops", "attention_gflops", "latency_ms", "latency_ms_std", "device"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for e in entries:
+            row = {**e, "n_seeds": len(e["seeds"])}
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
+
+
+def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> str:
+    n = len(settings.seeds)
+    lines = [
+        "# Non-local vs baseline",
+        "",
+        f"data `{settings.data}`, seeds {settings.seeds}, "
+        + ", ".join(f"{k}={v}" for k, v in sorted(settings.train_args.items())),
+        "",
+        f"COCO box AP in % (mean ± std over {n} seed{'s' if n != 1 else ''}); "
+        "GFLOPs at imgsz for one image, attention products included; batch-1 latency on the device used.",
+        "",
+        "| model | AP | AP50 | AP75 | APs | APm | APl | params (M) | GFLOPs (attention) | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        cells = [_pct(e[k], e[f"{k}_std"] if n > 1 else None) for k in METRICS]
+        lines.append(
+            f"| {e['model']} | "
+            + " | ".join(cells)
+            + f" | {e['params'] / 1e6:.2f} | {e['gflops']:.2f} ({e['attention_gflops']:.3f}) | "
+            f"{e['latency_ms']:.1f} |"
+        )
+    model, base = entries[1], entries[0]
+    lines.append("")
+    for k in ("AP", "APs"):
+        if model[k] is None or base[k] is None:
+            continue
+        d = model[k] - base[k]
+        spread = max(model[f"{k}_std"] or 0.0, base[f"{k}_std"] or 0.0)
+        if n < 2:
+            verdict = "one seed: no spread measured, so this difference is not evidence either way"
+        elif abs(d) <= 2 * spread:
+            verdict = f"within twice the seed spread ({100 * spread:.1f}): no measurable difference"
+        else:
+            verdict = "larger than twice the seed spread"
+        lines.append(f"- {k}: {model['model']} - {base['model']} = {100 * d:+.1f} points ({verdict}).")
+    lines += [
+        "",
+        f"Machine: {machine.get('platform')}, CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores), "
+        f"device {machine.get('device')}{' ' + machine['accelerator'] if machine.get('accelerator') else ''}, "
+        f"torch {machine.get('torch')}, ultralytics {machine.get('ultralytics')}.",
+        "",
+        "![metrics](compare.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _chart(path: Path, settings: CompareSettings, entries: list[dict]) -> None:
+    import matplotlib
+
+    if "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = [k for k in METRICS if any(e[k] is not None for e in entries)]
+    x = np.arange(len(metrics))
+    width = 0.8 / len(entries)
+    fig, ax = plt.subplots(figsize=(1.3 * len(metrics) + 2.5, 4.0), dpi=110)
+    for i, e in enumerate(entries):
+        vals = [100 * (e[k] or 0.0) for k in metrics]
+        errs = [100 * (e[f"{k}_std"] or 0.0) for k in metrics]
+        ax.bar(x + (i - (len(entries) - 1) / 2) * width, vals, width, yerr=errs, capsize=4, label=e["model"])
+    ax.set_xticks(x, metrics)
+    ax.set_ylabel("COCO box AP (%)")
+    n = len(settings.seeds)
+    ax.set_title(
+        f"{Path(settings.data).parent.name or settings.data}: mean ± std over {n} seed{'s' if n != 1 else ''}, "
+        f"{settings.train_args.get('epochs', '?')} epochs",
+        fontsize=10,
+    )
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every training run of ``settings`` and write the reports; returns compare.json's content."""
+    settings.project = Path(settings.project).resolve()
+    settings.project.mkdir(parents=True, exist_ok=True)
+    label_m, label_b = settings.labels()
+    plan = [(seed, role, spec, label) for seed in settings.seeds for role, spec, label in (
+        ("baseline", settings.baseline, label_b),
+        ("model", settings.model, label_m),
+    )]
+    records = []
+    for i, (seed, role, spec, label) in enumerate(plan, 1):
+        records.append(_run_one(settings, role, spec, label, seed, force, f"({i}/{len(plan)})"))
+    entries = [
+        _summarise(records, "baseline", settings.baseline, label_b),
+        _summarise(records, "model", settings.model, label_m),
+    ]
+    machine = machine_info(settings.train_args.get("device"))
+    result = {
+        "settings": {
+            "model": settings.model,
+            "baseline": settings.baseline,
+            "data": settings.data,
+            "seeds": settings.seeds,
+            "train_args": settings.train_args,
+        },
+        "machine": machine,
+        "models": entries,
+    }
+    out = settings.project
+    (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+    _write_csv(out / "compare.csv", entries)
+    (out / "compare.md").write_text(_markdown(settings, entries, machine))
+    _chart(out / "compare.png", settings, entries)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of compare.json's models (what the command prints)."""
+    entries = result["models"]
+    n = len(result["settings"]["seeds"])
+    head = f"{'model':<24} {'AP':>12} {'APs':>12} {'AP50':>12} {'params':>8} {'GFLOPs':>7} {'ms':>7}"
+    rows = [head, "-" * len(head)]
+    for e in entries:
+        rows.append(
+            f"{e['model']:<24} {_pct(e['AP'], e['AP_std'] if n > 1 else None):>12} "
+            f"{_pct(e['APs'], e['APs_std'] if n > 1 else None):>12} "
+            f"{_pct(e['AP50'], e['AP50_std'] if n > 1 else None):>12} {e['params'] / 1e6:>7.2f}M "
+            f"{e['gflops']:>7.2f} {e['latency_ms']:>7.1f}"
+        )
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------------
+
+_USAGE = """usage: yolo-nonlocal compare model=yolov8n-nl.yaml baseline=yolov8n.yaml data=DATA [epochs=E] [imgsz=S]
+                             [seeds=N | seeds=0,1,2] [seed=FIRST] [device=..] [pretrained=..] [project=DIR]
+                             [latency_runs=30] [ANY ULTRALYTICS TRAIN ARG=VALUE ...] [--force]
+
+Train MODEL and BASELINE with identical Ultralytics train arguments for every seed, score the best
+checkpoint of each run with COCO metrics (AP, AP50, AP75, APs, APm, APl), measure params, GFLOPs
+(attention included) and batch-1 latency, and write DIR/compare.{md,csv,json,png} (mean and std over seeds).
+  seeds=N        N seeds starting at seed= (default 0); seeds=0,3,7 gives an explicit list
+  project=DIR    output folder (default runs/compare); runs go to DIR/runs/<model>-seed<k>-<fingerprint>
+  --force        retrain runs that already finished (by default they are reused)
+Any other key=value is an Ultralytics train argument given to both models (e.g. batch=16 lr0=0.01).
+A data.yaml with 'train_args' (the synthetic sets) contributes those unless you override them.
+See docs/compare.md."""
+
+
+def _parse(argv: list[str]) -> tuple[dict[str, Any], set[str]]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT, smart_value
+
+    kv: dict[str, Any] = {}
+    flags: set[str] = set()
+    for arg in argv:
+        if arg in {"--help", "-h", "help"}:
+            flags.add("--help")
+            continue
+        if arg.startswith("--"):
+            if arg != "--force":
+                raise ValueError(f"unknown flag {arg!r}; known flags: --force, --help")
+            flags.add(arg)
+            continue
+        key, sep, value = arg.partition("=")
+        if not sep or not key or value == "":
+            raise ValueError(f"argument {arg!r} is not key=value (for example epochs=10)")
+        if key in kv:
+            raise ValueError(f"argument {key!r} is given twice")
+        if key in _FORBIDDEN:
+            raise ValueError(f"{key}= cannot be set: {_FORBIDDEN[key]}")
+        if key not in _OWN_KEYS and key not in DEFAULT_CFG_DICT:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT) + sorted(_OWN_KEYS), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"{key!r} is neither a compare argument nor an Ultralytics train argument{hint}")
+        kv[key] = value if key in {"model", "baseline", "data", "project"} else smart_value(value)
+    return kv, flags
+
+
+def _seeds(kv: dict[str, Any]) -> list[int]:
+    first = kv.pop("seed", 0)
+    seeds = kv.pop("seeds", 1)
+    if not isinstance(first, int) or first < 0:
+        raise ValueError(f"seed={first!r} must be a non-negative integer")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds={seeds} must be >= 1 (the number of seeds) or a list like seeds=0,1,2")
+        return list(range(first, first + seeds))
+    if isinstance(seeds, (list, tuple)) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={list(seeds)} repeats a seed")
+        return [int(s) for s in seeds]
+    raise ValueError(f"seeds={seeds!r} must be a count (seeds=3) or a list of non-negative integers (seeds=0,1,2)")
+
+
+def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
+    """Validate parsed key=value arguments and build the comparison (data.yaml's train_args merged in)."""
+    from ultralytics.cfg import check_cfg
+
+    kv = dict(kv)
+    missing = [k for k in ("model", "baseline", "data") if k not in kv]
+    if missing:
+        raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
+    data = Path(str(kv.pop("data"))).expanduser()
+    if not data.is_file():
+        raise FileNotFoundError(
+            f"data={data} does not exist; pass a dataset YAML (make one with 'yolo-nonlocal make-dataset')"
+        )
+    seeds = _seeds(kv)
+    latency_runs = kv.pop("latency_runs", 30)
+    if not isinstance(latency_runs, int) or latency_runs < 1:
+        raise ValueError(f"latency_runs={latency_runs!r} must be a positive integer")
+    model, baseline = str(kv.pop("model")), str(kv.pop("baseline"))
+    project = Path(str(kv.pop("project", "runs/compare"))).expanduser()
+    for name, spec in (("model", model), ("baseline", baseline)):
+        if spec.endswith(".pt") and not Path(spec).is_file():
+            raise FileNotFoundError(f"{name}={spec} does not exist (compare never downloads weights)")
+    pretrained = kv.get("pretrained")
+    if isinstance(pretrained, str) and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"pretrained={pretrained} does not exist (compare never downloads weights)")
+    if isinstance(pretrained, str):
+        kv["pretrained"] = str(Path(pretrained).resolve())
+
+    from yolo_nonlocal.synthetic import load_data_yaml
+
+    suggested = load_data_yaml(data).get("train_args") or {}
+    applied = {k: v for k, v in suggested.items() if k not in kv}
+    if applied:
+        _log(f"{data.name} asks for train args {applied} (override any of them on the command line)")
+    train_args = {**_DEFAULTS, **applied, **kv}
+    check_cfg(dict(train_args), hard=True)
+    return CompareSettings(
+        model=model,
+        baseline=baseline,
+        data=str(data.resolve()),
+        project=project,
+        seeds=seeds,
+        train_args=train_args,
+        latency_runs=latency_runs,
+    )
+
+
+def cli(argv: list[str]) -> int:
+    """``yolo-nonlocal compare``: train both models on every seed (or reuse finished runs) and report."""
+    if any(a in {"--help", "-h", "help"} for a in argv):
+        print(_USAGE)
+        return 0
+    try:
+        kv, flags = _parse(list(argv))
+        settings = settings_from_args(kv)
+    except (ValueError, TypeError, SyntaxError, FileNotFoundError) as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+    result = compare(settings, force="--force" in flags)
+    print(format_table(result))
+    out = settings.project
+    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.json'}, {out / 'compare.png'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli(sys.argv[1:]))
