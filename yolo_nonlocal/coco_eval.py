@@ -487,6 +487,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+AMBIGUOUS = "auto: ambiguous, assumed 1-based (pass category_ids=0 for YOLOv5/YOLOv7 files)"
+
+
 def _resolve_convention(preds: Sequence[Mapping[str, Any]], nc: int, category_ids: Any) -> tuple[str, str]:
     """Which category-id convention the predictions use: ('0' | '1' | 'coco91', how it was decided)."""
     choice = str(category_ids).strip().lower()
@@ -511,10 +514,7 @@ def _resolve_convention(preds: Sequence[Mapping[str, Any]], nc: int, category_id
         return "coco91", "auto: ids above 80 on an 80-class dataset"
     if max(ids) > nc:
         return "1", "auto"  # out of range for every convention: the range check names the entry
-    warnings.warn(f"category ids {min(ids)}..{max(ids)} fit both 0-based and 1-based classes of this {nc}-class "
-                  "dataset; assuming 1-based (what current Ultralytics writes). Pass category_ids=0 for YOLOv5, "
-                  "YOLOv7 or old Ultralytics predictions.", CategoryIdWarning, stacklevel=3)
-    return "1", "auto: ambiguous, assumed 1-based (pass category_ids=0 for YOLOv5/YOLOv7 files)"
+    return "1", AMBIGUOUS
 
 
 def _convert_predictions(preds: Sequence[Mapping[str, Any]], gt: dict, category_ids: Any) -> tuple[list[dict], str]:
@@ -576,6 +576,11 @@ def _convert_predictions(preds: Sequence[Mapping[str, Any]], gt: dict, category_
             raise CocoEvalError(f"predictions[{i}] {_short(p)}: 'score' must be a finite number")
         dets.append({"image_id": ids[0], "category_id": cat, "bbox": [float(v) for v in box],
                      "score": float(p["score"])})
+    if how == AMBIGUOUS:  # warned only once every entry has passed the checks
+        ids = sorted({int(p["category_id"]) for p in preds})
+        warnings.warn(f"category ids {ids[0]}..{ids[-1]} fit both 0-based and 1-based classes of this {nc}-class "
+                      "dataset; assuming 1-based (what current Ultralytics writes). Pass category_ids=0 for YOLOv5, "
+                      "YOLOv7 or old Ultralytics predictions.", CategoryIdWarning, stacklevel=4)
     label = {"0": "0-based", "1": "1-based", "coco91": "COCO91"}[convention]
     return dets, f"{label} ({how})"
 
