@@ -1,0 +1,109 @@
+"""True GFLOPs for Ultralytics model summaries: add the attention matmuls its FLOP counter misses.
+
+Ultralytics counts FLOPs with thop, which hooks conv, BN and a few other layer types. The pairwise products
+of a Non-local block (theta^T phi and the weighted sum of g, batched matmuls or a fused attention kernel)
+are invisible to it, although they can dominate: at YOLOv8s P3 (80 x 80 at 640 px, 64 bottleneck channels)
+one block costs 6400^2 x 128 MACs = 10.5 GFLOPs per image, about a third of the whole model. Recent
+Ultralytics also extrapolates thop's count from small proxy images, which is exact only for costs linear
+in the pixel count; the attention cost is quadratic, so it is computed here at the real size instead.
+
+:func:`attention_gflops` finds each block's spatial size at a given image size (one forward pass at a
+small stride-aligned proxy records each block's down-sampling factor) and sums
+``NonLocal.attention_macs`` (x2, Ultralytics reports GFLOPs = 2 x MACs). :func:`install` wraps
+``ultralytics.utils.torch_utils.get_flops``, which ``model.info()``, the training summary and the loggers
+all call, so every summary includes them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["attention_gflops", "block_spatial_sizes", "install"]
+
+_WRAPPED = "__yolo_nonlocal_wrapped__"
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    return [m for m in model.modules() if isinstance(m, NonLocal)]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DP / DDP / EMA wrappers
+        model = model.module
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def block_spatial_sizes(model: nn.Module, imgsz: int | tuple | list = 640) -> list[tuple[nn.Module, tuple]]:
+    """Each NonLocal block of ``model`` with its input's spatial size for an ``imgsz`` image.
+
+    A forward pass at a small proxy (a multiple of the model's largest stride) records the input size of
+    every block; its ratio to the proxy is the block's down-sampling factor f, and a block sees
+    ceil(imgsz / f) per side at the real size (as stride-2 convolutions with padding 1 give). The model's
+    train/eval flags are restored afterwards and no gradient or running statistic is touched.
+    """
+    model = _unwrap(model)
+    blocks = _blocks(model)
+    if not blocks:
+        return []
+    h, w = (imgsz, imgsz) if isinstance(imgsz, (int, float)) else (imgsz[0], imgsz[-1])
+    p = next(model.parameters())
+    stride = int(max(int(model.stride.max()), 32)) if hasattr(model, "stride") else 32
+    proxy = 2 * stride
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    ch = first_conv.in_channels if first_conv is not None else 3
+    seen: dict[int, tuple] = {}
+    hooks = [b.register_forward_pre_hook(lambda m, x: seen.setdefault(id(m), tuple(x[0].shape[2:]))) for b in blocks]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, ch, proxy, proxy, device=p.device, dtype=p.dtype))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    out = []
+    for b in blocks:
+        if id(b) not in seen:
+            continue
+        size = seen[id(b)]
+        if len(size) == 2:
+            fy, fx = proxy / size[0], proxy / size[1]
+            out.append((b, (math.ceil(h / fy), math.ceil(w / fx))))
+        else:  # 1-D / 3-D blocks inside a 2-D detector are unusual: count them at the size they saw
+            out.append((b, size))
+    return out
+
+
+def attention_gflops(model: nn.Module, imgsz: int | tuple | list = 640) -> float:
+    """GFLOPs (2 x MACs, Ultralytics' convention) of the NonLocal pairwise products for one ``imgsz`` image."""
+    return sum(2 * b.attention_macs(size) for b, size in block_spatial_sizes(model, imgsz)) / 1e9
+
+
+def install() -> None:
+    """Wrap ``ultralytics.utils.torch_utils.get_flops`` to add :func:`attention_gflops` (idempotent)."""
+    from ultralytics.utils import torch_utils
+
+    orig = torch_utils.get_flops
+    if getattr(orig, _WRAPPED, False):
+        return
+
+    @functools.wraps(orig)
+    def get_flops(model, imgsz=640, *args, **kwargs):
+        flops = orig(model, imgsz, *args, **kwargs)
+        if not flops:  # thop missing or failed: Ultralytics shows no GFLOPs, and neither do we
+            return flops
+        try:
+            return flops + attention_gflops(model, imgsz)
+        except Exception:
+            return flops
+
+    setattr(get_flops, _WRAPPED, True)
+    torch_utils.get_flops = get_flops
