@@ -196,3 +196,29 @@ def test_yolo_train_and_val_commands_report_coco_columns(tiny_dataset, tmp_path)
     # Ultralytics' own predictions.json (file stems as ids, 1-based classes) scores the same standalone
     standalone = ce.evaluate(tiny_dataset, tmp_path / "val" / "predictions.json")
     assert standalone == pytest.approx(reported, abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
+def test_keeping_each_class_top_detections_changes_no_number(tiny_dataset, backend):
+    import numpy as np
+
+    gt = ce.build_ground_truth(tiny_dataset)
+    rng = np.random.default_rng(0)
+    full, kept = [], []
+    for img in gt["images"]:
+        n = 40
+        xywh = np.column_stack([rng.uniform(0, 100, (n, 2)), rng.uniform(4, 60, (n, 2))])
+        conf = rng.choice([0.1, 0.3, 0.5, 0.7, 0.9], n)  # many ties across the cut
+        cls = rng.integers(0, 2, n)
+        keep = um._top_per_class(conf, cls, 7)
+        assert all((cls[keep] == c).sum() == min(7, (cls == c).sum()) for c in (0, 1))
+        for out, rows in ((full, range(n)), (kept, keep)):
+            out += [{"image_id": img["id"], "category_id": int(cls[i]) + 1, "bbox": xywh[i].tolist(),
+                     "score": float(conf[i])} for i in rows]
+    for a in gt["annotations"]:  # and some true positives, so that the numbers are not all zero
+        full.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.6})
+        kept.append(full[-1])
+    assert len(kept) < len(full)
+    a = ce.cocoeval_stats(gt, full, backend=backend, max_dets=7)
+    b = ce.cocoeval_stats(gt, kept, backend=backend, max_dets=7)
+    assert a == b and a["AP"] > 0

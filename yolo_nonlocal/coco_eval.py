@@ -268,10 +268,14 @@ def _image_size(path: str) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            try:
-                orientation = im.getexif().get(_EXIF_ORIENTATION)
-            except Exception:  # a broken EXIF block: the pixels are still there
-                orientation = None
+            orientation = None
+            # JPEG/TIFF/WebP hold EXIF in the header; a PNG only when its eXIf chunk precedes the pixels (Pillow
+            # would otherwise decode the whole image to look for one after them)
+            if im.format in {"JPEG", "MPO", "TIFF", "WEBP"} or "exif" in im.info:
+                try:
+                    orientation = im.getexif().get(_EXIF_ORIENTATION)
+                except Exception:  # a broken EXIF block: the pixels are still there
+                    orientation = None
     except FileNotFoundError:
         raise CocoEvalError(f"image {path!r} does not exist") from None
     except Exception as e:
@@ -359,7 +363,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, separators=(",", ":"))
+            f.write(json.dumps(obj, separators=(",", ":")))  # dumps uses the C encoder, dump() does not
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

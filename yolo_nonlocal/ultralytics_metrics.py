@@ -46,6 +46,8 @@ import threading
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 __all__ = ["install", "uninstall", "is_installed", "coco_columns", "tiny_enabled", "ENV_TINY", "ENV_ENABLE",
            "ENV_BACKEND", "ENV_MAX_DETS", "PREFIX"]
 
@@ -267,6 +269,21 @@ def _ground_truth(validator, st: _Collector) -> dict:
     return st.gt
 
 
+def _top_per_class(conf, cls, max_dets: int):
+    """Indices (in their original order) of each class's ``max_dets`` best detections of one image.
+
+    COCOeval itself keeps only those (a stable sort by score per image and category), so dropping the rest
+    first changes no number; it bounds the work when a weak model fills ``max_det=300`` with one class.
+    """
+    if len(conf) <= max_dets:
+        return np.arange(len(conf))
+    keep = []
+    for c in np.unique(cls):
+        idx = np.flatnonzero(cls == c)
+        keep.append(idx[np.argsort(-conf[idx], kind="stable")[:max_dets]])
+    return np.sort(np.concatenate(keep))
+
+
 def _evaluate(validator, st: _Collector, tiny: bool) -> dict[str, float]:
     from yolo_nonlocal.coco_eval import cocoeval_stats, resolve_backend
 
@@ -274,12 +291,15 @@ def _evaluate(validator, st: _Collector, tiny: bool) -> dict[str, float]:
     ids = {img["path"]: img["id"] for img in gt["images"]}
     nc = len(gt["categories"])
     single = bool(getattr(validator.args, "single_cls", False))
+    max_dets = int(os.environ.get(ENV_MAX_DETS, "100") or 100)
     dets = []
     for im_file, xywh, conf, cls in st.records:
         image_id = ids[os.path.abspath(im_file)]
-        for box, score, c in zip(xywh.tolist(), conf.tolist(), cls.tolist()):
-            dets.append({"image_id": image_id, "category_id": 1 if single else int(c) + 1, "bbox": box,
-                         "score": score})
+        if single:
+            cls = np.zeros_like(cls)
+        keep = _top_per_class(conf, cls, max_dets)
+        for box, score, c in zip(xywh[keep].tolist(), conf[keep].tolist(), cls[keep].tolist()):
+            dets.append({"image_id": image_id, "category_id": int(c) + 1, "bbox": box, "score": score})
     if single:  # one class: every object is category 1
         gt = {**gt, "annotations": [{**a, "category_id": 1} for a in gt["annotations"]],
               "categories": [{"id": 1, "name": "object"}]}
@@ -292,7 +312,6 @@ def _evaluate(validator, st: _Collector, tiny: bool) -> dict[str, float]:
             keep = [c for c in keep if c in wanted]
         cat_ids = [c + 1 for c in keep]
     backend = resolve_backend(os.environ.get(ENV_BACKEND, "auto") or "auto")
-    max_dets = int(os.environ.get(ENV_MAX_DETS, "100") or 100)
     st.backend = backend
     return cocoeval_stats(gt, dets, tiny=tiny, backend=backend, max_dets=max_dets, cat_ids=cat_ids)
 
