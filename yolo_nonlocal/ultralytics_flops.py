@@ -16,6 +16,7 @@ all call, so every summary includes them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -58,7 +59,10 @@ def block_spatial_sizes(model: nn.Module, imgsz: int | tuple | list = 640) -> li
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     ch = first_conv.in_channels if first_conv is not None else 3
     seen: dict[int, tuple] = {}
-    hooks = [b.register_forward_pre_hook(lambda m, x: seen.setdefault(id(m), tuple(x[0].shape[2:]))) for b in blocks]
+    def record(module, inputs):  # a pre-hook that returns None leaves the inputs alone
+        seen.setdefault(id(module), tuple(inputs[0].shape[2:]))
+
+    hooks = [b.register_forward_pre_hook(record) for b in blocks]
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
@@ -87,6 +91,34 @@ def attention_gflops(model: nn.Module, imgsz: int | tuple | list = 640) -> float
     return sum(2 * b.attention_macs(size) for b, size in block_spatial_sizes(model, imgsz)) / 1e9
 
 
+@contextlib.contextmanager
+def _hidden_attention():
+    """Run NonLocal blocks with torch-function dispatch off, so no counter sees their pairwise products.
+
+    Recent ultralytics-thop counts functional matmuls and SDPA too, but on small proxy images whose result
+    it extrapolates (exact only where the extrapolation model holds), older releases not at all; hiding the
+    products from it and adding :func:`attention_gflops` at the real size gives one exact count with both.
+    Module hooks (the block's own convolutions and BN) still fire and are counted as usual.
+    """
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    disable = getattr(torch._C, "DisableTorchFunction", None)
+    if disable is None:
+        yield
+        return
+    original = NonLocal.__dict__["forward"]
+
+    def forward(self, x):
+        with disable():
+            return original(self, x)
+
+    NonLocal.forward = forward
+    try:
+        yield
+    finally:
+        NonLocal.forward = original
+
+
 def install() -> None:
     """Wrap ``ultralytics.utils.torch_utils.get_flops`` to add :func:`attention_gflops` (idempotent)."""
     from ultralytics.utils import torch_utils
@@ -97,7 +129,14 @@ def install() -> None:
 
     @functools.wraps(orig)
     def get_flops(model, imgsz=640, *args, **kwargs):
-        flops = orig(model, imgsz, *args, **kwargs)
+        try:
+            has_blocks = bool(_blocks(_unwrap(model)))
+        except Exception:
+            has_blocks = False
+        if not has_blocks:
+            return orig(model, imgsz, *args, **kwargs)
+        with _hidden_attention():
+            flops = orig(model, imgsz, *args, **kwargs)
         if not flops:  # thop missing or failed: Ultralytics shows no GFLOPs, and neither do we
             return flops
         try:
