@@ -365,3 +365,21 @@ def test_cli_argument_errors_return_2(dataset, capsys):
     assert "unknown argument 'color'" in capsys.readouterr().err
     assert ce.cli([f"data={dataset}", "predictions=x.json", "tiny=maybe"]) == 2
     assert "tiny='maybe' is not a boolean" in capsys.readouterr().err
+
+
+def test_a_stem_shared_by_two_images_needs_file_name(tmp_path):
+    import cv2
+
+    root = tmp_path / "dup"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for suffix, w in (("png", 64), ("jpg", 128)):
+        cv2.imwrite(str(root / "images" / f"1.{suffix}"), np.zeros((64, w, 3), np.uint8))
+    (root / "labels" / "1.txt").write_text("0 0.5 0.5 0.5 0.5\n")  # both images share it (same stem)
+    data = {"path": str(root), "val": "images", "names": ["a"]}
+    det = {"image_id": 1, "category_id": 0, "bbox": [32, 16, 64, 32], "score": 0.9}
+    with pytest.raises(ce.CocoEvalError, match=r"predictions\[0\] .*image_id 1 is the stem of 2 images.*file_name"):
+        ce.evaluate(data, [det])
+    both = [{**det, "file_name": "1.jpg"}, {**det, "bbox": [16, 16, 32, 32], "file_name": "1.png"}]
+    assert ce.evaluate(data, both)["AP"] == pytest.approx(1.0)
+    assert ce.evaluate(data, both[:1])["AP50"] == pytest.approx(51 / 101)  # recall 0.5: 51 of COCO's 101 points
