@@ -195,7 +195,7 @@ def load_data_config(data: str | os.PathLike | Mapping[str, Any]) -> dict[str, A
         raise CocoEvalError(f"{where}: 'names' must be a list or a dict, not {type(names).__name__}")
     if not names:
         raise CocoEvalError(f"{where}: 'names' is empty; a detection dataset needs at least one class")
-    if "nc" in cfg and cfg["nc"] is not None and int(cfg["nc"]) != len(names):
+    if cfg.get("nc") is not None and str(cfg["nc"]).strip() != str(len(names)):
         raise CocoEvalError(f"{where}: 'nc: {cfg['nc']}' does not match the {len(names)} entries of 'names'")
 
     base = yaml_file.parent if yaml_file else Path.cwd()
@@ -500,7 +500,13 @@ def _resolve_convention(preds: Sequence[Mapping[str, Any]], nc: int, category_id
     if choice not in {"auto", "0", "1", "coco91"}:
         raise CocoEvalError(f"category_ids={category_ids!r} is not one of auto, 0, 1, coco91")
     for i, p in enumerate(preds):
-        c = p.get("category_id") if isinstance(p, Mapping) else None
+        if not isinstance(p, Mapping):
+            raise CocoEvalError(f"predictions[{i}] {_short(p)}: each detection must be an object "
+                                "{image_id, category_id, bbox, score}")
+        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in p]
+        if missing:
+            raise CocoEvalError(f"predictions[{i}] {_short(p)}: missing {', '.join(missing)}")
+        c = p["category_id"]
         if not _is_int(c) and not (isinstance(c, float) and c.is_integer()):
             raise CocoEvalError(f"predictions[{i}] {_short(p)}: 'category_id' must be an integer, got {c!r}")
     ids = {int(p["category_id"]) for p in preds}
@@ -538,13 +544,7 @@ def _convert_predictions(preds: Sequence[Mapping[str, Any]], gt: dict, category_
         by_stem.setdefault(_stem_id(Path(img["file_name"]).stem), []).append(img["id"])
         by_name.setdefault(img["file_name"], []).append(img["id"])
     dets = []
-    for i, p in enumerate(preds):
-        if not isinstance(p, Mapping):
-            raise CocoEvalError(f"predictions[{i}] {_short(p)}: each detection must be an object "
-                                "{image_id, category_id, bbox, score}")
-        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in p]
-        if missing:
-            raise CocoEvalError(f"predictions[{i}] {_short(p)}: missing {', '.join(missing)}")
+    for i, p in enumerate(preds):  # structure and category ids were checked by _resolve_convention
         raw = p["image_id"]
         if isinstance(raw, str):
             key: int | str = _stem_id(raw)

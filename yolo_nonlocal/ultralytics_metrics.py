@@ -201,8 +201,10 @@ def _init_metrics(original):
         result = original(self, model, *args, **kwargs)
         st = _state(self)
         st.records, st.stats, st.failed, st.seconds = [], None, False, 0.0
+        cls = type(self)  # a subclass that replaces these methods without calling them is not ours to score
         st.enabled = (getattr(self.args, "task", None) == "detect" and _env_flag(ENV_ENABLE, True)
-                      and hasattr(getattr(self.dataloader, "dataset", None), "im_files"))
+                      and hasattr(getattr(self.dataloader, "dataset", None), "im_files")
+                      and all(getattr(getattr(cls, m, None), _MARK, False) for m in ("update_metrics", "get_stats")))
         return result
 
     return init_metrics
