@@ -188,3 +188,24 @@ def test_cli_reuse_refuse_force_and_errors(tmp_path):
         assert r.returncode == 2 and message in r.stderr, (bad, r.stderr)
     r = subprocess.run([*CLI, "make-dataset", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "kind=context|neutral" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "config, kind, rule", [("context", "context", "singleton"), ("context-count", "context", "count"), ("neutral", "neutral", None)]
+)
+def test_shipped_dataset_configs_match_the_generator(tmp_path, config, kind, rule):
+    """datasets/<config>.yaml finds a set generated into datasets/<config>/ as its comment says."""
+    import shutil
+
+    from ultralytics.data.utils import check_det_dataset
+
+    from yolo_nonlocal.synthetic import TRAIN_ARGS
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "datasets" / f"{config}.yaml", tmp_path / f"{config}.yaml")
+    cfg = SyntheticConfig(kind=kind, rule=rule, n_train=2, n_val=1)
+    make_dataset(tmp_path / config, cfg, progress=False)
+    data = check_det_dataset(str(tmp_path / f"{config}.yaml"))
+    assert Path(data["train"]) == (tmp_path / config / "images" / "train").resolve()
+    assert list(data["names"].values()) == cfg.names
+    assert yaml.safe_load((tmp_path / f"{config}.yaml").read_text())["train_args"] == TRAIN_ARGS
