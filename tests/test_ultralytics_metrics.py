@@ -222,3 +222,27 @@ def test_keeping_each_class_top_detections_changes_no_number(tiny_dataset, backe
     a = ce.cocoeval_stats(gt, full, backend=backend, max_dets=7)
     b = ce.cocoeval_stats(gt, kept, backend=backend, max_dets=7)
     assert a == b and a["AP"] > 0
+
+
+@pytest.mark.slow
+def test_trainer_imported_first_and_epochs_without_validation(tiny_dataset, tmp_path):
+    """install() runs inside Ultralytics' import chain, when engine.trainer may be half-imported: the trainer
+    must still be patched before the run, and epochs without validation keep the CSV rectangular."""
+    if not _hook_installed():
+        pytest.skip("needs the package's start-up hook (install() inside Ultralytics' own import)")
+    code = (
+        "import sys\n"
+        "import ultralytics.engine.trainer\n"  # nn.tasks, hence install(), is imported during this import
+        "from ultralytics import YOLO\n"
+        f"YOLO('yolov8n.yaml').train(data={str(tiny_dataset)!r}, epochs=2, val=False, imgsz=64, batch=4, workers=0,"
+        f" plots=False, device='cpu', project={str(tmp_path)!r}, name='nv', amp=False)\n"
+    )
+    env = {**os.environ, "YOLO_NONLOCAL_CACHE_DIR": str(tmp_path / "gt-cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = list(csv.reader((tmp_path / "nv" / "results.csv").open()))
+    assert [len(r) for r in rows] == [len(rows[0])] * 3
+    cols = [rows[0].index(k) for k in COCO_KEYS]
+    assert cols == list(range(cols[0], cols[0] + 6)) and rows[0][cols[0] - 1].startswith("metrics/")
+    assert [float(rows[1][i]) for i in cols] == [0.0] * 6  # epoch 1: not validated, placeholders
+    assert float(rows[2][cols[-1]]) == -1.0  # epoch 2 (final, validated): no large object in the dataset

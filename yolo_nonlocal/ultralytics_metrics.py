@@ -58,6 +58,7 @@ ENV_MAX_DETS = "YOLO_NONLOCAL_COCO_MAX_DETS"
 PREFIX = "coco/"
 _VALIDATOR_MODULE = "ultralytics.models.yolo.detect.val"
 _TRAINER_MODULE = "ultralytics.engine.trainer"
+_CALLBACKS_MODULE = "ultralytics.utils.callbacks.base"
 _MARK = "_yolo_nonlocal_coco"
 _STATE = "_yolo_nonlocal_coco_state"
 _TRUE = {"1", "true", "yes", "on"}
@@ -138,11 +139,25 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 _finder = _PostImportFinder()
 
 
-def _when_imported(name: str, callback: Callable[[Any], None]) -> None:
-    """Call ``callback(module)`` now if ``name`` is fully imported, else right after it is."""
+def _loaded(name: str):
+    """The module ``name`` if it is fully imported (not absent, not half-way through its own import)."""
     module = sys.modules.get(name)
-    if module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False):
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
+
+
+def _when_imported(name: str, callback: Callable[[Any], None]) -> None:
+    """Call ``callback(module)`` now if ``name`` is fully imported, else right after it is.
+
+    A module half-way through its own import (``install()`` runs inside Ultralytics' import chain) cannot be
+    patched now nor hooked any more: the default callbacks below catch that case before any run starts.
+    """
+    module = _loaded(name)
+    if module is not None:
         callback(module)
+        return
+    if name in sys.modules:
         return
     _finder.pending.setdefault(name, []).append(callback)
     if _finder not in sys.meta_path:
@@ -418,6 +433,27 @@ def _patch_trainer(module) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _patch_loaded(*_args) -> None:
+    """Patch whichever of the two classes is loaded and not patched yet (cheap when both are)."""
+    if not _installed:
+        return
+    for name, patch in ((_VALIDATOR_MODULE, _patch_validator), (_TRAINER_MODULE, _patch_trainer)):
+        module = _loaded(name)
+        if module is not None:
+            patch(module)
+
+
+def _add_default_callbacks(module) -> None:
+    """Run ``_patch_loaded`` when any training or validation starts, before the patched methods are needed."""
+    callbacks = getattr(module, "default_callbacks", None)
+    if not isinstance(callbacks, dict):
+        return
+    for event in ("on_pretrain_routine_start", "on_val_start"):
+        hooks = callbacks.setdefault(event, [])
+        if _patch_loaded not in hooks:
+            hooks.append(_patch_loaded)
+
+
 def install() -> None:
     """Add the COCO metrics to every Ultralytics detection validation of this process (idempotent)."""
     global _installed
@@ -427,6 +463,7 @@ def install() -> None:
         _installed = True
         _when_imported(_VALIDATOR_MODULE, _patch_validator)
         _when_imported(_TRAINER_MODULE, _patch_trainer)
+        _when_imported(_CALLBACKS_MODULE, _add_default_callbacks)
 
 
 def is_installed() -> bool:
@@ -441,8 +478,12 @@ def uninstall() -> None:
         while _originals:
             cls, name, original = _originals.pop()
             setattr(cls, name, original)
-        for name in (_VALIDATOR_MODULE, _TRAINER_MODULE):
+        for name in (_VALIDATOR_MODULE, _TRAINER_MODULE, _CALLBACKS_MODULE):
             _finder.pending.pop(name, None)
+        base = sys.modules.get(_CALLBACKS_MODULE)
+        for hooks in getattr(base, "default_callbacks", {}).values():
+            while _patch_loaded in hooks:
+                hooks.remove(_patch_loaded)
         if _finder in sys.meta_path and not _finder.pending:
             sys.meta_path.remove(_finder)
         _installed = False
