@@ -25,6 +25,10 @@ Why here and how
 Installation is idempotent and never imports Ultralytics itself: a module that is not imported yet is
 patched the moment it is (a post-import hook), so ``install()`` is safe to call from inside Ultralytics' own
 import (``yolo_nonlocal.ultralytics_integration.register()`` calls it when ``ultralytics.nn.tasks`` loads).
+A module caught half-way through its own import at that moment (``import ultralytics.engine.trainer``
+imports ``nn.tasks`` before it defines ``BaseTrainer``) is patched by an ``on_pretrain_routine_start`` /
+``on_val_start`` default callback, i.e. before any training or validation uses it. Validators whose class
+replaces ``update_metrics`` or ``get_stats`` without the patched ones are left alone.
 
 Environment switches (read at every validation, so they work from the stock ``yolo`` command)
     ``YOLO_NONLOCAL_TINY=1``          also report ``coco/APvt`` (2-8 px) and ``coco/APt`` (8-16 px)
