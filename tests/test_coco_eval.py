@@ -386,3 +386,9 @@ def test_a_stem_shared_by_two_images_needs_file_name(tmp_path):
     both = [{**det, "file_name": "1.jpg"}, {**det, "bbox": [16, 16, 32, 32], "file_name": "1.png"}]
     assert ce.evaluate(data, both)["AP"] == pytest.approx(1.0)
     assert ce.evaluate(data, both[:1])["AP50"] == pytest.approx(51 / 101)  # recall 0.5: 51 of COCO's 101 points
+
+
+def test_coco91_ids_are_ultralytics_mapping():
+    from ultralytics.data.converter import coco80_to_coco91_class
+
+    assert list(ce.COCO91_IDS) == list(coco80_to_coco91_class())

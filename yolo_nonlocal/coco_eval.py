@@ -195,7 +195,11 @@ def load_data_config(data: str | os.PathLike | Mapping[str, Any]) -> dict[str, A
         raise CocoEvalError(f"{where}: 'names' must be a list or a dict, not {type(names).__name__}")
     if not names:
         raise CocoEvalError(f"{where}: 'names' is empty; a detection dataset needs at least one class")
-    if cfg.get("nc") is not None and str(cfg["nc"]).strip() != str(len(names)):
+    try:
+        nc_matches = cfg.get("nc") is None or float(cfg["nc"]) == len(names)
+    except (TypeError, ValueError):
+        nc_matches = False
+    if not nc_matches:
         raise CocoEvalError(f"{where}: 'nc: {cfg['nc']}' does not match the {len(names)} entries of 'names'")
 
     base = yaml_file.parent if yaml_file else Path.cwd()
