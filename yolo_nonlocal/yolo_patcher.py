@@ -361,7 +361,8 @@ class _Transaction:
         if problems:
             raise PatchError("nothing was changed: " + "; ".join(dict.fromkeys(problems)))
 
-    def commit(self, replace: Callable[[str, str], None] = os.replace) -> None:
+    def commit(self, replace: Optional[Callable[[str, str], None]] = None) -> None:
+        replace = replace or os.replace
         self._preflight()
         made_dirs: List[Path] = []
         temps: List[Tuple[Path, Optional[Path]]] = []
@@ -459,14 +460,15 @@ class TreeStatus:
 
     root: Path
     flavour: str
-    yolo_py: str  # "stock", "patched", "patched (changed since)", "patched by hand or git apply"
+    yolo_py: str  # "stock ...", "patched ..." (unchanged since, edited since, or without a backup)
     yamls: Dict[str, str]  # tree path -> "absent", "copied", "edited since copied", "present (not copied by us)", ...
     manifest: Optional[dict]
     hazards: Tuple[str, ...]
 
     @property
     def patched(self) -> bool:
-        return self.yolo_py != "stock"
+        """True when models/yolo.py carries the NonLocal import and branch."""
+        return not self.yolo_py.startswith("stock")
 
     def __str__(self) -> str:
         name = {"yolov5": "YOLOv5", "yolov7": "YOLOv7"}[self.flavour]
@@ -553,6 +555,17 @@ def _diff(rel: str, old: Optional[bytes], new: Optional[bytes]) -> str:
 # --------------------------------------------------------------------------------------------- hazards
 
 
+def _dist_version(name: str) -> Tuple[int, int]:
+    """(major, minor) of an installed distribution, read from its metadata (no import); (0, 0) if absent."""
+    from importlib import metadata
+
+    try:
+        parts = re.findall(r"\d+", metadata.version(name))[:2]
+    except metadata.PackageNotFoundError:
+        return (0, 0)
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+
+
 def hazards(root: os.PathLike | str) -> List[str]:
     """Known problems of old trees with today's torch/numpy that this Python would hit, with their fixes."""
     root = Path(root)
@@ -564,23 +577,24 @@ def hazards(root: os.PathLike | str) -> List[str]:
         except OSError:
             return False
 
-    try:
-        import numpy
-
-        np_major = int(numpy.__version__.split(".")[0])
-    except Exception:  # numpy absent or odd version
-        np_major = 0
+    np_major, np_minor = _dist_version("numpy")
     if np_major >= 2 and grep("utils/metrics.py", r"np\.trapz\("):
         notes.append(
             "utils/metrics.py calls np.trapz, which numpy 2 removed: validation fails with AttributeError. "
             "Use numpy<2 in this environment, or replace np.trapz with np.trapezoid in utils/metrics.py."
         )
-    try:
-        import torch
-
-        tv = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
-    except Exception:
-        tv = (0, 0)
+    if (np_major, np_minor) >= (1, 24):
+        old_alias = re.compile(r"\bnp\.(?:int|float|bool)\b")
+        users = sorted(
+            _rel(root, f) for f in (root / "utils").glob("*.py")
+            if old_alias.search(f.read_text(encoding="utf-8", errors="replace"))
+        ) if (root / "utils").is_dir() else []
+        if users:
+            notes.append(
+                f"{', '.join(users)} use np.int/np.float/np.bool, which numpy 1.24 removed: the data loader fails "
+                "with AttributeError. Use numpy<1.24 for this tree, or replace them with int/float/bool."
+            )
+    tv = _dist_version("torch")
     if tv >= (2, 6) and grep("models/experimental.py", r"torch\.load\((?![^)\n]*weights_only)"):
         notes.append(
             "models/experimental.py calls torch.load without weights_only, and torch >= 2.6 loads with "
@@ -829,7 +843,7 @@ def status(path: os.PathLike | str) -> TreeStatus:
             yamls[dst_rel] = "present, identical to the packaged YAML"
         else:
             yamls[dst_rel] = "present, not copied by yolo-nonlocal"
-    return TreeStatus(root, fl, "stock" if not marked else yolo_state, yamls, manifest, tuple(hazards(root)))
+    return TreeStatus(root, fl, yolo_state, yamls, manifest, tuple(hazards(root)))
 
 
 # --------------------------------------------------------------------------------------------- command line
