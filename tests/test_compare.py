@@ -159,3 +159,22 @@ def test_help(capsys):
     assert cli(["--help"]) == 0
     out = capsys.readouterr().out
     assert "model=yolov8n-nl.yaml baseline=yolov8n.yaml" in out and "--force" in out
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_a_tiny_preset(tmp_path):
+    """`make demo` runs `python -m yolo_nonlocal.demo`; here with the preset shrunk to seconds."""
+    import os
+
+    env = {**os.environ, "YOLO_NONLOCAL_DEMO_DIR": str(tmp_path / "demo_runs")}
+    args = ["n_train=8", "n_val=4", "dataset_imgsz=128", "epochs=1", "imgsz=64", "batch=4", "latency_runs=2"]
+    r = subprocess.run(
+        [sys.executable, "-m", "yolo_nonlocal.demo", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "NOT evidence" in r.stdout and "yolov8n-nl" in r.stdout and "APs" in r.stdout
+    out = tmp_path / "demo_runs" / "compare"
+    assert (out / "compare.png").is_file() and (out / "compare.md").is_file()
+    result = json.loads((out / "compare.json").read_text())
+    assert [e["model"] for e in result["models"]] == ["yolov8n", "yolov8n-nl"]
+    assert result["settings"]["train_args"]["epochs"] == 1 and result["settings"]["train_args"]["imgsz"] == 64

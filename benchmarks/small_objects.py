@@ -1,0 +1,265 @@
+"""The evidence protocol: does a Non-local block buy small-object AP, and where does it not?
+
+Tasks (generated offline by yolo_nonlocal.synthetic, deterministic by seed):
+  context   only the tiny square whose colour occurs exactly once is an object (a long-range cue)
+  neutral   tiny shapes, all labelled, no long-range cue (the control: the block should not hurt)
+
+Protocols, each a `yolo_nonlocal.compare` run (identical Ultralytics train arguments, several seeds):
+  scratch   MODEL.yaml vs MODEL-nl.yaml, both from random initialisation
+  finetune  the paper's protocol: MODEL.yaml is first trained from scratch (--pretrain-epochs, seed 0);
+            then MODEL-nl.yaml starts from those weights (pretrained=, indices remapped by the package's
+            Ultralytics integration, the blocks start as the identity, so training starts from the
+            baseline's exact function) and is fine-tuned for --finetune-epochs, against fine-tuning the
+            baseline alone from the same weights for the same epochs
+  p2        MODEL-p2.yaml (the usual small-object fix: a stride-4 head) vs MODEL-nl-p2.yaml, from scratch
+
+Reported per row: mean and standard deviation over seeds of COCO AP and APs (coco_eval on the best
+checkpoint), and epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column,
+else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
+protocol reached (never reached: counted as epochs + 1 and marked). The table names the machine.
+
+    python benchmarks/small_objects.py                                   # the full protocol (GPU advised)
+    python benchmarks/small_objects.py --tasks context --protocols scratch --seeds 2 --epochs 8 \\
+        --n-train 200 --n-val 100 --device cpu                           # a small CPU configuration
+
+Runs are reused when the script is run again with the same settings (compare's fingerprints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+TASKS = {"context": ("context", "singleton"), "neutral": ("neutral", None)}
+PROTOCOLS = ("scratch", "finetune", "p2")
+
+
+def _log(msg: str) -> None:
+    print(f"[small_objects] {msg}", file=sys.stderr, flush=True)
+
+
+def _per_epoch_ap(results_csv: str | Path) -> list[float]:
+    """Validation AP per epoch from an Ultralytics results.csv (coco/AP when present)."""
+    path = Path(results_csv)
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
+    if not rows:
+        return []
+    key = "coco/AP" if "coco/AP" in rows[0] else "metrics/mAP50-95(B)"
+    out = []
+    for r in rows:
+        try:
+            v = float(r[key])
+        except (TypeError, ValueError, KeyError):
+            v = float("nan")
+        out.append(v if v >= 0 else float("nan"))
+    return out
+
+
+def _epochs_to(curve: list[float], target: float) -> int | None:
+    for i, v in enumerate(curve, 1):
+        if v == v and v >= target:
+            return i
+    return None
+
+
+def _fmt(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{scale * mean:.{digits}f} ± {scale * (std or 0.0):.{digits}f}"
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _pretrain(model: str, data: Path, args: argparse.Namespace, common: dict, out: Path) -> Path:
+    """Train the baseline once from scratch (seed 0) for the finetune protocol; reuse a finished run."""
+    from ultralytics import YOLO
+
+    run = out / f"{Path(model).stem}-e{args.pretrain_epochs}-{args.imgsz}"
+    best = run / "weights" / "best.pt"
+    done = run / "done.json"
+    if best.is_file() and done.is_file() and json.loads(done.read_text()).get("data") == str(data):
+        _log(f"pretrained baseline: reusing {best}")
+        return best
+    _log(f"pretraining {model} from scratch for {args.pretrain_epochs} epochs -> {run}")
+    YOLO(model).train(
+        data=str(data), epochs=args.pretrain_epochs, seed=0, project=str(run.parent), name=run.name, exist_ok=True,
+        **common,
+    )  # fmt: skip
+    done.write_text(json.dumps({"data": str(data)}))
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="context,neutral", help="comma list of: " + ", ".join(TASKS))
+    p.add_argument("--protocols", default="scratch,finetune,p2", help="comma list of: " + ", ".join(PROTOCOLS))
+    p.add_argument("--model", default="yolov8n", help="baseline family: MODEL.yaml, MODEL-nl.yaml, MODEL-p2.yaml, MODEL-nl-p2.yaml")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=60, help="epochs of the scratch and p2 protocols")
+    p.add_argument("--pretrain-epochs", type=int, default=60, help="finetune protocol: baseline pretraining")
+    p.add_argument("--finetune-epochs", type=int, default=20, help="finetune protocol: epochs after inserting the blocks")
+    p.add_argument("--n-train", type=int, default=800)
+    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default=None, help="Ultralytics device (cpu, 0, ...); default: Ultralytics' choice")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threshold", type=float, default=0.5, help="epochs-to-threshold: fraction of the best AP")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated datasets")
+    p.add_argument("--out", default="benchmarks/runs/small_objects", help="output folder (runs are reused)")
+    p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE", help="extra Ultralytics train argument (repeatable)")
+    args = p.parse_args(argv)
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    protocols = [t.strip() for t in args.protocols.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS] + [q for q in protocols if q not in PROTOCOLS]
+    if bad:
+        p.error(f"unknown task/protocol {bad}; tasks: {', '.join(TASKS)}; protocols: {', '.join(PROTOCOLS)}")
+    if args.seeds < 1 or args.epochs < 1 or args.pretrain_epochs < 1 or args.finetune_epochs < 1:
+        p.error("--seeds and every --*epochs must be >= 1")
+
+    from yolo_nonlocal import compare as cmp
+    from yolo_nonlocal.synthetic import SyntheticConfig, load_data_yaml, make_dataset
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"imgsz": args.imgsz, "batch": args.batch, "workers": args.workers, "plots": False}
+    if args.device is not None:
+        common["device"] = args.device
+    extra_kv, _ = cmp._parse(args.train_arg)
+    common.update(extra_kv)
+    m = args.model
+    t_start = time.time()
+    rows: list[dict] = []
+    for task in tasks:
+        kind, rule = TASKS[task]
+        cfg = SyntheticConfig(kind=kind, rule=rule, n_train=args.n_train, n_val=args.n_val, imgsz=256, seed=args.data_seed)
+        ds_dir = out / "data" / f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
+        data = make_dataset(ds_dir, cfg, progress=False)
+        for protocol in protocols:
+            pairs = {
+                "scratch": (f"{m}.yaml", f"{m}-nl.yaml", args.epochs, None),
+                "p2": (f"{m}-p2.yaml", f"{m}-nl-p2.yaml", args.epochs, None),
+                "finetune": (f"{m}.yaml", f"{m}-nl.yaml", args.finetune_epochs, "pretrain"),
+            }
+            base, model, epochs, pre = pairs[protocol]
+            kv = {**common, "epochs": epochs}
+            if pre:
+                pre_common = {**load_data_yaml(data).get("train_args", {}), **common}
+                kv["pretrained"] = str(_pretrain(base, data, args, pre_common, out / "pretrain" / task))
+            project = out / task / protocol
+            _log(f"{task} / {protocol}: {base} vs {model}, {args.seeds} seeds, {epochs} epochs -> {project}")
+            settings = cmp.settings_from_args(
+                {**kv, "model": model, "baseline": base, "data": str(data), "seeds": args.seeds, "project": str(project)}
+            )
+            result = cmp.compare(settings)
+            curves = {
+                e["model"]: [_per_epoch_ap(r["results_csv"]) for r in e["runs"]] for e in result["models"]
+            }
+            best = max((v for cs in curves.values() for c in cs for v in c if v == v), default=float("nan"))
+            target = args.threshold * best if best == best and best > 0 else float("nan")
+            for e in result["models"]:
+                reached = [_epochs_to(c, target) if target == target else None for c in curves[e["model"]]]
+                ett = [r if r is not None else epochs + 1 for r in reached]
+                ett_mean, ett_std = _mean_std([float(v) for v in ett]) if target == target else (None, None)
+                rows.append(
+                    {
+                        "task": task,
+                        "protocol": protocol,
+                        "model": e["model"],
+                        "role": e["role"],
+                        "seeds": len(e["seeds"]),
+                        "epochs": epochs,
+                        "AP": e["AP"],
+                        "AP_std": e["AP_std"],
+                        "APs": e["APs"],
+                        "APs_std": e["APs_std"],
+                        "AP50": e["AP50"],
+                        "AP50_std": e["AP50_std"],
+                        "epochs_to_threshold": ett_mean,
+                        "epochs_to_threshold_std": ett_std,
+                        "threshold_never_reached": sum(r is None for r in reached),
+                        "threshold_AP": target if target == target else None,
+                        "params": e["params"],
+                        "gflops": e["gflops"],
+                        "latency_ms": e["latency_ms"],
+                        "train_seconds": e["train_seconds"],
+                    }
+                )
+    machine = cmp.machine_info(args.device)
+    elapsed = (time.time() - t_start) / 60
+    table = _table(rows, args, machine, elapsed)
+    print(table)
+    (out / "small_objects.md").write_text(table + "\n")
+    (out / "small_objects.json").write_text(
+        json.dumps({"args": vars(args), "machine": machine, "minutes": elapsed, "rows": rows}, indent=2, default=str)
+    )
+    print(f"\nwrote {out / 'small_objects.md'} and {out / 'small_objects.json'}")
+    return 0
+
+
+def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: float) -> str:
+    lines = [
+        "| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | epochs to threshold | params (M) | GFLOPs | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ett = "n/a" if r["epochs_to_threshold"] is None else f"{r['epochs_to_threshold']:.1f} ± {r['epochs_to_threshold_std']:.1f}"
+        if r["threshold_never_reached"]:
+            ett += f" ({r['threshold_never_reached']} never)"
+        lines.append(
+            f"| {r['task']} | {r['protocol']} | {r['model']} | {r['seeds']} | {r['epochs']} | "
+            f"{_fmt(r['AP'], r['AP_std'])} | {_fmt(r['APs'], r['APs_std'])} | {_fmt(r['AP50'], r['AP50_std'])} | "
+            f"{ett} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
+        )
+    lines += ["", "Differences (model - baseline, AP points; 'within noise' when |d| <= 2 x the larger seed std):"]
+    by_key: dict[tuple, dict] = {}
+    for r in rows:
+        by_key.setdefault((r["task"], r["protocol"]), {})[r["role"]] = r
+    for (task, protocol), pair in by_key.items():
+        b, mdl = pair.get("baseline"), pair.get("model")
+        if not b or not mdl:
+            continue
+        parts = []
+        for k in ("AP", "APs"):
+            if b[k] is None or mdl[k] is None:
+                parts.append(f"{k} n/a")
+                continue
+            d = mdl[k] - b[k]
+            noise = 2 * max(b[f"{k}_std"] or 0.0, mdl[f"{k}_std"] or 0.0)
+            verdict = "within noise" if abs(d) <= noise or b["seeds"] < 2 else ("better" if d > 0 else "worse")
+            parts.append(f"{k} {100 * d:+.1f} ({verdict})")
+        lines.append(f"- {task} / {protocol}: " + ", ".join(parts))
+    lines += [
+        "",
+        f"Settings: n_train={args.n_train}, n_val={args.n_val}, imgsz={args.imgsz}, batch={args.batch}, "
+        f"seeds={args.seeds}, epochs={args.epochs}, pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}, "
+        f"threshold={args.threshold} x best AP; {minutes:.1f} min in all.",
+        f"Machine: {machine.get('platform')}; CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
+        f"{machine.get('torch_threads')} torch threads); device {machine.get('device')}"
+        f"{' ' + machine['accelerator'] if machine.get('accelerator') else ''}; torch {machine.get('torch')}; "
+        f"ultralytics {machine.get('ultralytics')}.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
