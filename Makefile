@@ -35,6 +35,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/block.py
+	$(BIN)/python benchmarks/coco_eval.py --images 500
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
