@@ -479,10 +479,14 @@ def _chart(path: Path, settings: CompareSettings, entries: list[dict]) -> None:
     x = np.arange(len(metrics))
     width = 0.8 / len(entries)
     fig, ax = plt.subplots(figsize=(1.3 * len(metrics) + 2.5, 4.0), dpi=110)
+    top = 0.0
     for i, e in enumerate(entries):
         vals = [100 * (e[k] or 0.0) for k in metrics]
         errs = [100 * (e[f"{k}_std"] or 0.0) for k in metrics]
-        ax.bar(x + (i - (len(entries) - 1) / 2) * width, vals, width, yerr=errs, capsize=4, label=e["model"])
+        bars = ax.bar(x + (i - (len(entries) - 1) / 2) * width, vals, width, yerr=errs, capsize=4, label=e["model"])
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], padding=2, fontsize=7)
+        top = max([top, *(v + s for v, s in zip(vals, errs))])
+    ax.set_ylim(0, max(1.0, 1.15 * top))
     ax.set_xticks(x, metrics)
     ax.set_ylabel("COCO box AP (%)")
     n = len(settings.seeds)
