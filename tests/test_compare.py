@@ -138,14 +138,15 @@ def test_fingerprint_changes_with_every_setting(context_data):
     "argv, message",
     [
         (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml"], "missing data="),
-        (["model=a.yaml", "baseline=b.yaml", "data=/nonexistent/data.yaml"], "data=/nonexistent/data.yaml does not exist"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "epoch=3"], "did you mean epochs"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "name=x"], "compare names every run itself"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "seeds=0"], "seeds=0 must be >= 1"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "seeds=[1,1]"], "repeats a seed"),
-        (["model=missing.pt", "baseline=b.yaml", "data=DATA"], "model=missing.pt does not exist"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "epochs=ten"], "epochs"),
-        (["model=a.yaml", "baseline=b.yaml", "data=DATA", "--fast"], "unknown flag"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=/nonexistent/data.yaml"], "data=/nonexistent/data.yaml does not exist"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "epoch=3"], "did you mean epochs"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "name=x"], "compare names every run itself"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "seeds=0"], "seeds=0 must be >= 1"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "seeds=[1,1]"], "repeats a seed"),
+        (["model=missing.pt", "baseline=yolov8n.yaml", "data=DATA"], "model=missing.pt does not exist"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n-typo.yaml", "data=DATA"], "baseline=yolov8n-typo.yaml is not a model YAML"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "epochs=ten"], "epochs"),
+        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "--fast"], "unknown flag"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(argv, message, context_data, capsys, tmp_path):

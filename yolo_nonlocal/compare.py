@@ -642,6 +642,13 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     for name, spec in (("model", model), ("baseline", baseline)):
         if spec.endswith(".pt") and not Path(spec).is_file():
             raise FileNotFoundError(f"{name}={spec} does not exist (compare never downloads weights)")
+        if spec.endswith((".yaml", ".yml")):
+            from ultralytics.nn.tasks import yaml_model_load
+
+            try:  # resolves names like yolov8n-nl.yaml the way training will, before anything runs
+                yaml_model_load(spec)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{name}={spec} is not a model YAML Ultralytics can find ({e})") from None
     pretrained = kv.get("pretrained")
     if isinstance(pretrained, str) and not Path(pretrained).is_file():
         raise FileNotFoundError(f"pretrained={pretrained} does not exist (compare never downloads weights)")
