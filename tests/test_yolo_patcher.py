@@ -705,13 +705,25 @@ for cfg, stock in CFGS:
     res[cfg] = dict(blocks=[[b.c1, b.sub_sample, type(b).__module__] for b in blocks], nl=n_nl, all=n_all,
                     stock=n_stock, grad=all(b.w_z[1].weight.grad.abs().sum().item() > 0 for b in blocks),
                     shapes=[list(o.shape) for o in out])
+from models.experimental import attempt_load
+m = attempt_load(*LOAD)  # the tree's own loader, as detect.py and val.py call it
+blocks = [x for x in m.modules() if type(x).__name__ == "NonLocal"]
+res["loaded"] = [len(blocks), type(blocks[0]).__module__, list(m(torch.zeros(1, 3, 64, 64))[0].shape)]
+res["count80"] = None
+if COUNT80:  # parameters of the NL graph at nc=80 without the two blocks
+    m = Model(COUNT80, ch=3, nc=80)
+    nl = sum(p.numel() for x in m.modules() if type(x).__name__ == "NonLocal" for p in x.parameters())
+    res["count80"] = sum(p.numel() for p in m.parameters()) - nl
 print(json.dumps(res))
 '''
 
 
 def _copy_dataset(data_yaml: Path, dst: Path) -> Path:
     """A private copy of the session's tiny dataset (the trees write label caches next to the labels)."""
-    shutil.copytree(data_yaml.parent, dst)
+    shutil.copytree(data_yaml.parent, dst, ignore=shutil.ignore_patterns("*.cache"))
+    d = yaml.safe_load(data_yaml.read_text())
+    d["path"] = str(dst)
+    (dst / "data.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
     return dst
 
 
@@ -723,7 +735,18 @@ def test_real_yolov5_v70_tree(tmp_path, upstream_env, tiny_dataset):
     assert out.returncode == 0, out.stderr
     assert "np.trapz" in out.stdout  # the hazard note for numpy 2
 
-    code = "CFGS = [('models/yolov5n-nl.yaml', 'models/yolov5n.yaml'), ('models/yolov5s-nl.yaml', None)]\n" + _BUILD_REAL
+    # one epoch of the tree's own train.py on the NL model (it ends by validating best.pt via attempt_load)
+    data = _copy_dataset(tiny_dataset, tmp_path / "data") / "data.yaml"
+    runs = tmp_path / "runs"
+    _run(["train.py", "--data", str(data), "--cfg", "models/yolov5n-nl.yaml", "--weights", "", "--img", "64",
+          "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--workers", "0", "--project", str(runs),
+          "--name", "train", "--noplots", "--noautoanchor"], tree, upstream_env, timeout=600)
+    best = runs / "train" / "weights" / "best.pt"
+    assert best.is_file()
+
+    # build n and s through the tree's Model, forward + backward, and load the checkpoint with attempt_load
+    code = (f"CFGS = [('models/yolov5n-nl.yaml', 'models/yolov5n.yaml'), ('models/yolov5s-nl.yaml', None)]\n"
+            f"import torch\nLOAD = ({str(best)!r}, torch.device('cpu'))\nCOUNT80 = None\n" + _BUILD_REAL)
     res = json.loads(_py(code, tree, upstream_env).splitlines()[-1])
     n, s = res["models/yolov5n-nl.yaml"], res["models/yolov5s-nl.yaml"]
     assert [b[:2] for b in n["blocks"]] == [[256, False], [64, True]]  # P5 after SPPF, pooled P3 (width 0.25)
@@ -732,23 +755,10 @@ def test_real_yolov5_v70_tree(tmp_path, upstream_env, tiny_dataset):
     assert n["all"] == n["stock"] + n["nl"]  # exactly the stock model plus the two blocks
     assert n["grad"] and s["grad"]
     assert n["shapes"] == [[2, 3, 8, 8, 7], [2, 3, 4, 4, 7], [2, 3, 2, 2, 7]]
+    assert res["loaded"][:2] == [2, "yolo_nonlocal.nonlocal_block"]  # the trained blocks, unpickled by path
+    assert res["loaded"][2] == [1, 252, 7]  # (8*8 + 4*4 + 2*2) * 3 anchors, 5 + 2 classes
 
-    data = _copy_dataset(tiny_dataset, tmp_path / "data") / "data.yaml"
-    runs = tmp_path / "runs"
-    _run(["train.py", "--data", str(data), "--cfg", "models/yolov5n-nl.yaml", "--weights", "", "--img", "64",
-          "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--workers", "0", "--project", str(runs),
-          "--name", "train", "--noplots", "--noautoanchor"], tree, upstream_env, timeout=600)
-    best = runs / "train" / "weights" / "best.pt"
-    assert best.is_file()
-    loaded = _py(f"""
-        import json, torch
-        from models.experimental import attempt_load
-        m = attempt_load({str(best)!r}, device=torch.device('cpu'))
-        blocks = [x for x in m.modules() if type(x).__name__ == 'NonLocal']
-        print(json.dumps([len(blocks), type(blocks[0]).__module__, list(m(torch.zeros(1, 3, 64, 64))[0].shape)]))
-    """, tree, upstream_env)
-    assert json.loads(loaded.splitlines()[-1])[:2] == [2, "yolo_nonlocal.nonlocal_block"]
-
+    # val.py --save-json, scored by the package's COCO evaluator
     _run(["val.py", "--data", str(data), "--weights", str(best), "--img", "64", "--batch-size", "4", "--device",
           "cpu", "--workers", "0", "--project", str(runs), "--name", "val", "--save-json", "--conf-thres", "0.001"],
          tree, upstream_env, timeout=600)
@@ -832,19 +842,6 @@ def test_real_yolov7_tree(tmp_path, upstream_env, tiny_dataset):
     assert out.returncode == 0, out.stderr
     assert "patched as yolov7" in out.stdout
 
-    res = json.loads(_py("CFGS = [('cfg/training/yolov7-tiny-nl.yaml', None)]\n" + _BUILD_REAL, tree,
-                         upstream_env).splitlines()[-1])
-    t = res["cfg/training/yolov7-tiny-nl.yaml"]
-    assert [b[:2] for b in t["blocks"]] == [[256, False], [64, True]]
-    assert t["grad"] and t["shapes"] == [[2, 3, 8, 8, 7], [2, 3, 4, 4, 7], [2, 3, 2, 2, 7]]
-    count = _py("""
-        from models.yolo import Model
-        m = Model('cfg/training/yolov7-tiny-nl.yaml', ch=3, nc=80)
-        nl = sum(p.numel() for x in m.modules() if type(x).__name__ == 'NonLocal' for p in x.parameters())
-        print(sum(p.numel() for p in m.parameters()) - nl)
-    """, tree, upstream_env)
-    assert int(count.split()[-1]) == YOLOV7_TINY_STOCK_PARAMS_NC80  # the stock graph around the two blocks
-
     data_dir = _copy_dataset(tiny_dataset, tmp_path / "data")
     data = tmp_path / "data7.yaml"  # YOLOv7 reads absolute train/val folders, nc and a names list
     data.write_text(yaml.safe_dump({"train": str(data_dir / "images" / "train"), "val": str(data_dir / "images" / "val"),
@@ -857,15 +854,18 @@ def test_real_yolov7_tree(tmp_path, upstream_env, tiny_dataset):
           "0", "--project", str(runs), "--name", "train", "--noautoanchor"], tree, upstream_env, timeout=600)
     best = runs / "train" / "weights" / "best.pt"
     assert best.is_file()
-    # the tree's own attempt_load (a single path: the yolov7detect sdist's loader mishandles lists)
-    loaded = _py(f"""
-        import json, torch
-        from models.experimental import attempt_load
-        m = attempt_load({str(best)!r}, map_location='cpu')
-        blocks = [x for x in m.modules() if type(x).__name__ == 'NonLocal']
-        print(json.dumps([len(blocks), type(blocks[0]).__module__, list(m(torch.zeros(1, 3, 64, 64))[0].shape)]))
-    """, tree, upstream_env)
-    assert json.loads(loaded.splitlines()[-1])[:2] == [2, "yolo_nonlocal.nonlocal_block"]
+
+    # build through the tree's Model, forward + backward, the stock graph around the blocks, and the tree's own
+    # attempt_load (given a single path: the yolov7detect sdist's loader mishandles lists)
+    code = (f"CFGS = [('cfg/training/yolov7-tiny-nl.yaml', None)]\nLOAD = ({str(best)!r}, 'cpu')\n"
+            "COUNT80 = 'cfg/training/yolov7-tiny-nl.yaml'\nimport torch\n" + _BUILD_REAL)
+    res = json.loads(_py(code, tree, upstream_env).splitlines()[-1])
+    t = res["cfg/training/yolov7-tiny-nl.yaml"]
+    assert [b[:2] for b in t["blocks"]] == [[256, False], [64, True]]
+    assert {b[2] for b in t["blocks"]} == {"yolo_nonlocal.nonlocal_block"}
+    assert t["grad"] and t["shapes"] == [[2, 3, 8, 8, 7], [2, 3, 4, 4, 7], [2, 3, 2, 2, 7]]
+    assert res["count80"] == YOLOV7_TINY_STOCK_PARAMS_NC80  # the stock graph around the two blocks
+    assert res["loaded"][:2] == [2, "yolo_nonlocal.nonlocal_block"]
 
     out = run_cli("unpatch", str(tree), env=upstream_env)
     assert out.returncode == 0, out.stderr
