@@ -751,7 +751,7 @@ def unpatch(path: os.PathLike | str, keep_edited: bool = False) -> UnpatchResult
         elif any(_is_marked(line) for line in cur_text.splitlines()):
             tx.write(yolo_py, unpatch_source(cur_text).encode("utf-8"))
             restored.append(YOLO_PY)
-            stripped = True
+            stripped = record is not None  # edited after our patch (else it came patched, e.g. by git apply)
         yaml_records = [(p, r) for p, r in manifest["files"].items() if r.get("action") == "created"]
     else:
         if any(_is_marked(line) for line in cur_text.splitlines()):
