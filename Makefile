@@ -23,14 +23,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+UPSTREAM       := $(VENV)/upstream
+UPSTREAM_STAMP := $(UPSTREAM)/.installed
+# Upstream YOLOv5/YOLOv7 code for tests/test_yolo_patcher.py, outside site-packages and without dependencies,
+# so the venv's torch, numpy and ultralytics stay as they are; plus what those trees import that the venv lacks.
+$(UPSTREAM_STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/yolov5 yolov5==7.0.14
+	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/yolov5-6.2 yolov5==6.2.3
+	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/yolov7detect yolov7detect==1.0.1
+	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/deps pandas==3.1.1 python-dateutil==4.0.0 pytz==2026.6 tzdata==2026.6 six==1.17.0 tqdm==4.70.1 seaborn==0.13.2 scipy==1.17.1 "setuptools<81" tensorboard==2.21.0 absl-py==2.5.1
+	touch $@
+
 demo: install
 	$(BIN)/python -m yolo_nonlocal.demo
 
 # pytest exits 5 when it collects no test: that is a failure here, not a success.
-test: install
+test: install $(UPSTREAM_STAMP)
 	$(BIN)/pytest
 
-test-fast: install
+test-fast: install $(UPSTREAM_STAMP)
 	$(BIN)/pytest -m "not slow"
 
 bench: install
