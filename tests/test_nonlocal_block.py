@@ -409,3 +409,40 @@ def test_fused_kernel_runs_not_the_math_fallback(mode, sub_sample):
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         block(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_chunked_attention_matches_explicit_with_gradients():
+    """The CPU's large-map path: same values and gradients as the explicit form, chunk boundaries included."""
+    from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, n, c, generator=gen, dtype=torch.float64, requires_grad=True)
+               for n, c in ((37, 5), (23, 5), (23, 3)))
+    out = chunked_softmax_attention(q, k, v, 0.7, chunk_elements=100)  # 4 queries a chunk: 10 chunks
+    ref = (torch.bmm(q, k.transpose(1, 2)) * 0.7).softmax(-1) @ v
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,sub_sample", [("embedded_gaussian", True), ("gaussian", False)])
+def test_chunked_backend_parity_and_memory(mode, sub_sample):
+    block = _randomise(NonLocal(6, mode=mode, sub_sample=sub_sample, backend="chunked"))
+    x = torch.randn(*SIZES[2])
+    torch.testing.assert_close(block(x).double(), reference_nonlocal(block, x), rtol=1e-5, atol=1e-5)
+    # memory: no tensor larger than one chunk of logits, forward and backward (64 queries a chunk here)
+    from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+
+    t = torch.randn(1, 2304, 8, requires_grad=True)
+    with _LargestTensor() as rec:
+        chunked_softmax_attention(t, t, t, 0.3, chunk_elements=2304 * 64).sum().backward()
+    assert rec.largest <= 2304 * 64
+
+
+def test_auto_backend_choice_on_cpu():
+    block = NonLocal(8)
+    q = torch.empty(1, 100, 4)
+    assert block._softmax_backend(q, torch.empty(1, 100, 4)) == "explicit"
+    assert block._softmax_backend(torch.empty(1, 25600, 4), torch.empty(1, 25600, 4)) == "chunked"

@@ -26,8 +26,9 @@ Implementation:
 
 - softmax modes run on ``torch.nn.functional.scaled_dot_product_attention`` with contiguous (B, 1, N, C)
   query/key/value, so the fused (flash / memory-efficient) kernels run instead of the math fallback that
-  strided views get; memory is linear in N instead of N x N'. Where an explicit product is faster (the CPU at
-  small N, measured in ``benchmarks/block.py``), the ``auto`` backend uses it, computing logits in float32.
+  strided views get; memory is linear in N instead of N x N'. On the CPU, where those kernels are slower
+  than matrix products (``benchmarks/block.py``), ``auto`` takes the explicit product (float32 logits) while
+  the logits are small, and above that a query-chunked product whose backward recomputes each chunk.
 - ``dot_product`` never builds the N x N' matrix: theta (phi^T g) / N' is exact and linear in N.
 - ``concatenation`` never builds the 2C' x N x N' tensor: w^T [theta_i; phi_j] = a_i + b_j, so only an
   N x N' matrix of scalars exists.
@@ -45,17 +46,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+
 __all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "MODES", "BACKENDS", "ONNX_MIN_OPSET"]
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
-BACKENDS = ("auto", "sdpa", "explicit")
+BACKENDS = ("auto", "sdpa", "explicit", "chunked")
 ONNX_MIN_OPSET = 14  # torch exports scaled_dot_product_attention from opset 14 on
 
-# On the CPU the explicit product beats SDPA's kernels while the N x N' logits stay small; above this many
-# logits per sample the fused kernel wins and the explicit form's memory (3 x N x N' floats) starts to hurt.
-# Measured with benchmarks/block.py (see README); GPUs always take SDPA.
-_CPU_EXPLICIT_MAX_LOGITS = 1600 * 1600
+# The CPU's fused SDPA kernel is slower than matrix products (benchmarks/block.py), so ``auto`` on the CPU
+# takes the explicit product while its B x N x N' float32 logits stay under this many elements (64 Mi floats,
+# 256 MiB), and the query-chunked product with a recomputing backward above it, whose memory is linear in N.
+# GPUs, ONNX export and tracing always take SDPA.
+_CPU_EXPLICIT_MAX_LOGITS = 1 << 26
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -92,8 +96,9 @@ class NonLocal(nn.Module):
         scale: softmax temperature s for the softmax modes; None means 1/sqrt(d) with d the channels of the
             dot product (``c1 // reduction``, or ``c1`` in ``gaussian`` mode). Not used by the other modes.
         inter_channels: bottleneck channels, overriding ``reduction``.
-        backend: ``auto`` (fastest measured path per device and size), ``sdpa`` (fused attention kernels)
-            or ``explicit`` (matmul + softmax in float32, for reference and debugging); softmax modes only.
+        backend: softmax modes only. ``auto`` (the fastest measured path per device and size), ``sdpa``
+            (fused attention kernels), ``explicit`` (matmul + softmax in float32) or ``chunked`` (query-chunked
+            matrix products with a recomputing backward, memory linear in N; see ``chunked_attention``).
 
     Shape:
         x: (B, c1, *spatial) with ``len(spatial) == dim``; output: same shape.
@@ -218,17 +223,18 @@ class NonLocal(nn.Module):
             g, k = self.pool(g), self.pool(k)
         return q.flatten(2).transpose(1, 2), k.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2)
 
-    def _use_sdpa(self, q: torch.Tensor, k: torch.Tensor) -> bool:
+    def _softmax_backend(self, q: torch.Tensor, k: torch.Tensor) -> str:
         if self.backend != "auto":
-            return self.backend == "sdpa"
+            return self.backend
         if torch.onnx.is_in_onnx_export() or torch.jit.is_scripting() or torch.jit.is_tracing():
-            return True
+            return "sdpa"
         if q.device.type != "cpu":
-            return True
-        return q.shape[1] * k.shape[1] > _CPU_EXPLICIT_MAX_LOGITS
+            return "sdpa"
+        return "explicit" if q.shape[0] * q.shape[1] * k.shape[1] <= _CPU_EXPLICIT_MAX_LOGITS else "chunked"
 
     def _softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self._use_sdpa(q, k):
+        backend = self._softmax_backend(q, k)
+        if backend == "sdpa":
             if torch.onnx.is_in_onnx_export():
                 opset = _onnx_export_opset()
                 if opset is not None and opset < ONNX_MIN_OPSET:
@@ -244,6 +250,8 @@ class NonLocal(nn.Module):
             q, k, v = (t.contiguous()[:, None] for t in (q, k, v))
             y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
             return y[:, 0, :, :c]
+        if backend == "chunked":
+            return chunked_softmax_attention(q, k, v, self.scale)
         with _float32(q):
             logits = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
             return torch.bmm(logits.softmax(dim=-1), v.float()).to(v.dtype)

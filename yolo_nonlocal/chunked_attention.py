@@ -1,0 +1,71 @@
+"""Softmax attention in query chunks with a recomputing backward: GEMM speed, memory linear in N.
+
+    out = softmax(s * q k^T) v        q: (B, N, d), k: (B, N', d), v: (B, N', c)
+
+The CPU's fused SDPA kernel is slower than plain matrix products at large N, and the explicit form holds
+N x N' logits (7.5 GB at a 160x160 map). This computes the same function a chunk of queries at a time with
+ordinary matrix products, keeps only each row's log-sum-exp for backward, and recomputes each chunk's
+probabilities there (FlashAttention's backward, tiled over queries only):
+
+    P = exp(s q k^T - L),  dP = dout v^T,  dS = P * (dP - rowsum(dout * out)),
+    dq = s dS k,  dk = s dS^T q,  dv = P^T dout.
+
+Peak extra memory is a few chunks of ``chunk x N'`` floats. Computation runs in float32 with autocast off.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["chunked_softmax_attention"]
+
+# elements of one chunk's logits (16 Mi floats = 64 MiB): big enough for efficient matrix products
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
+
+
+def _chunks(n: int, n_keys: int, chunk_elements: int):
+    step = max(1, min(n, chunk_elements // max(n_keys, 1)))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+class _ChunkedSoftmaxAttention(torch.autograd.Function):
+    """q arrives pre-scaled; each chunk uses the fused softmax kernels the explicit form uses."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, chunk_elements: int):
+        out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype, device=q.device)
+        kt = k.transpose(1, 2)
+        for i, j in _chunks(q.shape[1], k.shape[1], chunk_elements):
+            torch.bmm(torch.bmm(q[:, i:j], kt).softmax(dim=-1), v, out=out[:, i:j])
+        ctx.save_for_backward(q, k, v)
+        ctx.chunk_elements = chunk_elements
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        dout = dout.contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        kt, vt = k.transpose(1, 2), v.transpose(1, 2)
+        for i, j in _chunks(q.shape[1], k.shape[1], ctx.chunk_elements):
+            qc, doc = q[:, i:j], dout[:, i:j]
+            p = torch.bmm(qc, kt).softmax(dim=-1)  # recomputed probabilities
+            dv.baddbmm_(p.transpose(1, 2), doc)
+            ds = torch._softmax_backward_data(torch.bmm(doc, vt), p, -1, p.dtype)  # P * (dP - rowsum(P dP))
+            torch.bmm(ds, k, out=dq[:, i:j])
+            dk.baddbmm_(ds.transpose(1, 2), qc)
+        return dq, dk, dv, None
+
+
+def chunked_softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+) -> torch.Tensor:
+    """softmax(scale * q k^T) v for q (B, N, d), k (B, N', d), v (B, N', c); returns (B, N, c) in v's dtype."""
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(f"chunked_softmax_attention expects 3-D (B, N, C) tensors, got {q.shape}, {k.shape}, {v.shape}")
+    if k.shape[:2] != v.shape[:2] or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
+        raise ValueError(f"chunked_softmax_attention: incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    dtype = v.dtype
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q32, k32, v32 = (t.float().contiguous() for t in (q * scale, k, v))
+        return _ChunkedSoftmaxAttention.apply(q32, k32, v32, int(chunk_elements)).to(dtype)
