@@ -20,7 +20,7 @@ import pytest
 RELEASES = {
     "8.3.0": ("ultralytics-oldest", ["yolov8n-nl.yaml", "yolo11n-nl.yaml", "yolov8n-nl-p2.yaml", "yolo11n-nl-p2.yaml"],
               "yolo11n"),
-    "8.4.0": ("ultralytics-8.4.0", ["yolo26n-nl.yaml", "yolo26n-nl-p2.yaml", "yolov8n-nl.yaml"], "yolo26n"),
+    "8.4.0": ("ultralytics-8.4.0", ["yolo26n-nl.yaml", "yolo26n-nl-p2.yaml"], "yolo26n"),
 }
 
 SCRIPT = """
