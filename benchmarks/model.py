@@ -9,7 +9,9 @@ Peak memory is torch.cuda.max_memory_allocated during one step above what was re
 only). Ratios are against the baseline measured in the same run. Prints a Markdown table with the machine.
 
 GPU (the issue's settings):   python benchmarks/model.py                      # 640 x 32 and 1280 x 8
-CPU (small settings):         python benchmarks/model.py --device cpu --imgsz 320 --batch 2 --iters 3
+CPU (small settings):         python benchmarks/model.py --device cpu --imgsz 320 --batch 2 --iters 5
+On the CPU, times are the process's CPU time by default (--clock), which other jobs on the machine disturb
+far less than wall time.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def prepare(yaml, backend, imgsz, batch, device, amp):
     return train_step, infer
 
 
-def interleaved(fns: list, device: torch.device, warmup: int, iters: int) -> list[float]:
+def interleaved(fns: list, device: torch.device, warmup: int, iters: int, clock=time.perf_counter) -> list[float]:
     """Median time of each fn, measured round-robin so that drifting machine load hits all alike."""
     for fn in fns:
         for _ in range(warmup):
@@ -125,11 +127,11 @@ def interleaved(fns: list, device: torch.device, warmup: int, iters: int) -> lis
         for k, fn in enumerate(fns):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            t = time.perf_counter()
+            t = clock()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            times[k].append(time.perf_counter() - t)
+            times[k].append(clock() - t)
     return [statistics.median(t) for t in times]
 
 
@@ -142,26 +144,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (AMP is on by default there, off on CPU)")
     p.add_argument("--variants", default=",".join(v[0] for v in VARIANTS), help="comma-separated subset")
+    p.add_argument("--clock", choices=("wall", "cpu"), help="wall time (default on CUDA) or the process's CPU time, "
+                   "summed over its threads (default on the CPU: robust to other jobs sharing the machine)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default on the CPU: 1, so that CPU time is compute, "
+                   "not OpenMP threads spinning while they wait for each other)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
+    clock_name = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    clock = time.perf_counter if clock_name == "wall" else time.process_time
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
     amp = device.type == "cuda" and not args.no_amp
     configs = [(args.imgsz, args.batch or 1)] if args.imgsz else [(640, 32), (1280, 8)]
     chosen = [v for v in VARIANTS if v[0] in args.variants.split(",")]
 
     print(f"machine: {machine(device)}")
-    print(f"device: {device}, AMP {'on (fp16)' if amp else 'off (fp32)'}, median of {args.iters} after {args.warmup} warm-up\n")
-    print("| imgsz x batch | model | train step (ms) | x base | train peak mem (MiB) | x base "
-          "| inference (ms) | x base | inference peak mem (MiB) | x base |")
+    print(f"device: {device}, AMP {'on (fp16)' if amp else 'off (fp32)'}, {clock_name} time, median of {args.iters} "
+          f"rounds after {args.warmup} warm-up\n")
+    unit = "ms" if clock_name == "wall" else "CPU ms"
+    print(f"| imgsz x batch | model | train step ({unit}) | x base | train peak mem (MiB) | x base "
+          f"| inference ({unit}) | x base | inference peak mem (MiB) | x base |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     mib = lambda b: f"{b / 2**20:.0f}" if b is not None else "n/a"  # noqa: E731
     ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b else "n/a"  # noqa: E731
     for imgsz, batch in configs:
         try:
             fns = [prepare(yaml, backend, imgsz, batch, device, amp) for _, yaml, backend in chosen]
-            train_t = interleaved([f[0] for f in fns], device, args.warmup, args.iters)
+            train_t = interleaved([f[0] for f in fns], device, args.warmup, args.iters, clock)
             train_m = [cuda_peak(f[0], device) for f in fns]
-            infer_t = interleaved([f[1] for f in fns], device, args.warmup, args.iters)
+            infer_t = interleaved([f[1] for f in fns], device, args.warmup, args.iters, clock)
             infer_m = [cuda_peak(f[1], device) for f in fns]
         except torch.OutOfMemoryError as e:
             print(f"| {imgsz} x {batch} | out of memory: {e} |")
