@@ -250,9 +250,11 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         lines.append(f"- {task} / {protocol}: " + ", ".join(parts))
     lines += [
         "",
-        f"Settings: n_train={args.n_train}, n_val={args.n_val}, imgsz={args.imgsz}, batch={args.batch}, "
-        f"seeds={args.seeds}, epochs={args.epochs}, pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}, "
-        f"threshold={args.threshold} x best AP; {minutes:.1f} min in all.",
+        f"Settings: tasks {args.tasks}; protocols {args.protocols}; n_train={args.n_train}, n_val={args.n_val}, "
+        f"imgsz={args.imgsz}, batch={args.batch}, seeds={args.seeds}, epochs={args.epochs}"
+        + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
+        + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
+        f"protocol (a run that never gets there counts as epochs + 1); {minutes:.1f} min in all.",
         f"Machine: {machine.get('platform')}; CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
         f"{machine.get('torch_threads')} torch threads); device {machine.get('device')}"
         f"{' ' + machine['accelerator'] if machine.get('accelerator') else ''}; torch {machine.get('torch')}; "

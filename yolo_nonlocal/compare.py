@@ -204,34 +204,46 @@ def model_cost(model, imgsz: int) -> dict[str, Any]:
     }
 
 
-def measure_latency(model, imgsz: int, device: Any = None, runs: int = 30, warmup: int = 5) -> dict[str, float]:
-    """Batch-1 forward latency in ms (median and interquartile range over ``runs``) of the fused model."""
+def measure_latency(
+    models: dict[str, Any], imgsz: int, device: Any = None, runs: int = 30, warmup: int = 5
+) -> dict[str, dict[str, float]]:
+    """Batch-1 forward latency in ms of each fused model: median and interquartile range over ``runs``.
+
+    The models are timed in turns (A, B, A, B, ...) in one process, so a change in machine load during
+    the measurement hits all of them alike; compare numbers from one call only.
+    """
     import copy
 
     import torch
 
     dev = _torch_device(device)
-    m = copy.deepcopy(model).float().eval()
-    if hasattr(m, "fuse"):
-        try:
-            m = m.fuse(verbose=False)
-        except TypeError:
-            m = m.fuse()
-    m = m.to(dev)
+    nets = {}
+    for name, model in models.items():
+        m = copy.deepcopy(model).float().eval()
+        if hasattr(m, "fuse"):
+            try:
+                m = m.fuse(verbose=False)
+            except TypeError:
+                m = m.fuse()
+        nets[name] = m.to(dev)
     x = torch.zeros(1, 3, imgsz, imgsz, device=dev)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in nets}
     with torch.inference_mode():
         for i in range(warmup + runs):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-            m(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    return {"latency_ms": statistics.median(times), "latency_ms_iqr": q[2] - q[0]}
+            for name, m in nets.items():
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                m(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+        out[name] = {"latency_ms": statistics.median(ts), "latency_ms_iqr": q[2] - q[0]}
+    return out
 
 
 def _coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
@@ -335,7 +347,6 @@ def _run_one(
         raise RuntimeError(f"validation of {best} wrote no {predictions}")
     metrics = _coco_metrics(settings.data, predictions, "val")
     cost = model_cost(trained.model, imgsz)
-    latency = measure_latency(trained.model, imgsz, args.get("device"), runs=settings.latency_runs)
     record = {
         "complete": True,
         "role": role,
@@ -348,7 +359,6 @@ def _run_one(
         "train_seconds": round(train_s, 1),
         **metrics,
         **cost,
-        **latency,
         "device": str(_torch_device(args.get("device"))),
     }
     record_path.write_text(json.dumps(record, indent=2))
@@ -391,11 +401,10 @@ def _summarise(records: list[dict], role: str, spec: str, label: str) -> dict[st
     for k in ("gflops", "gflops_conv", "attention_gflops"):
         entry[k] = rs[0][k]
     entry["nonlocal_blocks"] = rs[0]["nonlocal_blocks"]
-    entry["latency_ms"], entry["latency_ms_std"] = _mean_std([r["latency_ms"] for r in rs])
     entry["device"] = rs[0]["device"]
     entry["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in rs)
     entry["runs"] = [
-        {k: r.get(k) for k in ("seed", "run_dir", "weights", "results_csv", *METRICS, "latency_ms")} for r in rs
+        {k: r.get(k) for k in ("seed", "run_dir", "weights", "results_csv", *METRICS)} for r in rs
     ]
     return entry
 
@@ -410,7 +419,7 @@ def _write_csv(path: Path, entries: list[dict]) -> None:
     cols = ["model", "role", "n_seeds"]
     for k in METRICS:
         cols += [k, f"{k}_std"]
-    cols += ["params", "gflops", "attention_gflops", "latency_ms", "latency_ms_std", "device"]
+    cols += ["params", "gflops", "attention_gflops", "latency_ms", "latency_ms_iqr", "device"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
@@ -428,7 +437,8 @@ def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> 
         + ", ".join(f"{k}={v}" for k, v in sorted(settings.train_args.items())),
         "",
         f"COCO box AP in % (mean ± std over {n} seed{'s' if n != 1 else ''}); "
-        "GFLOPs at imgsz for one image, attention products included; batch-1 latency on the device used.",
+        "GFLOPs at imgsz for one image, attention products included; batch-1 latency (median, fused model) "
+        "on the device used, both models timed in turns.",
         "",
         "| model | AP | AP50 | AP75 | APs | APm | APl | params (M) | GFLOPs (attention) | latency ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -439,7 +449,7 @@ def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> 
             f"| {e['model']} | "
             + " | ".join(cells)
             + f" | {e['params'] / 1e6:.2f} | {e['gflops']:.2f} ({e['attention_gflops']:.3f}) | "
-            f"{e['latency_ms']:.1f} |"
+            f"{e['latency_ms']:.1f} (IQR {e['latency_ms_iqr']:.1f}) |"
         )
     model, base = entries[1], entries[0]
     lines.append("")
@@ -518,6 +528,15 @@ def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]
         _summarise(records, "baseline", settings.baseline, label_b),
         _summarise(records, "model", settings.model, label_m),
     ]
+    # latency: both models (first seed's best checkpoints) timed in turns now, on the device used
+    from ultralytics import YOLO
+
+    imgsz = int(settings.train_args.get("imgsz", 640))
+    _log(f"timing batch-1 inference of both models ({settings.latency_runs} passes each, in turns)")
+    nets = {e["model"]: YOLO(e["runs"][0]["weights"]).model for e in entries}
+    timing = measure_latency(nets, imgsz, settings.train_args.get("device"), runs=settings.latency_runs)
+    for e in entries:
+        e.update(timing[e["model"]])
     machine = machine_info(settings.train_args.get("device"))
     result = {
         "settings": {
