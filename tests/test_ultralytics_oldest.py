@@ -71,6 +71,7 @@ print("OK", ultralytics.__version__)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", list(RELEASES))
 def test_oldest_supported_release(version, tmp_path):
     folder, yamls, stock = RELEASES[version]
