@@ -19,6 +19,9 @@ $(BIN)/python:
 # Re-install when the packaging metadata changes; the install is editable, so code edits need none.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[test]"
+	# the oldest supported Ultralytics releases, beside the venv, for tests/test_ultralytics_oldest.py
+	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-oldest "ultralytics==8.3.0" tqdm py-cpuinfo
+	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-8.4.0 "ultralytics==8.4.0"
 	touch $(STAMP)
 
 install: $(STAMP)

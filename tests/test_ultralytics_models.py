@@ -177,11 +177,8 @@ def test_pretrained_transfer_is_complete_and_output_identical(stock, stock_check
     with torch.no_grad():
         a, b = src(x), dst(x)
     a, b = (a[0], b[0]) if isinstance(a, (list, tuple)) else (a, b)
-    if torch.equal(a, b):
-        return
-    # Bit-identical needs the block to return its input's memory layout (see docs/ultralytics.md); until
-    # then the only difference allowed is float rounding from a different conv kernel layout.
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
+    # identity blocks that return their input's memory layout: the predictions are bit-identical
+    assert torch.equal(a, b), f"max difference {(a - b).abs().max().item():.3g}"
 
 
 def test_pretrained_via_yolo_train_path(stock_checkpoints):

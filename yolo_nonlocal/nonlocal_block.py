@@ -296,7 +296,7 @@ class NonLocal(nn.Module):
                 a, b = self._concat_terms(q.float(), k.float())
                 y = torch.bmm(F.relu(a + b) / n_keys, v.float()).to(v.dtype)
         y = y.transpose(1, 2).reshape(x.shape[0], self.inter_channels, *x.shape[2:])
-        return self.w_z(y) + x
+        return x + self.w_z(y)  # x first: the sum keeps x's memory layout, so later layers round as without the block
 
 
 class NonLocal1d(NonLocal):

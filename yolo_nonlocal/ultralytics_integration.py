@@ -342,6 +342,7 @@ def register() -> None:
     tasks = importlib.import_module("ultralytics.nn.tasks")
     if getattr(tasks, _FLAG, False):
         return
+    _install_metrics()  # first: idempotent, imports nothing of Ultralytics, and must not depend on the steps below
     from yolo_nonlocal import nonlocal_block as nb
 
     tasks.NonLocal = nb.NonLocal
@@ -356,4 +357,3 @@ def register() -> None:
     ultralytics_flops.install()
     _install_export_guard()
     setattr(tasks, _FLAG, True)
-    _install_metrics()
