@@ -168,8 +168,12 @@ def attention_map(
     )
 
 
-def draw(image: np.ndarray, amap: AttentionMap, alpha: float = 0.55) -> np.ndarray:
-    """The BGR image (same size) with ``amap``'s weights as a heat map, the query marked and a legend."""
+def draw(image: np.ndarray, amap: AttentionMap, alpha: float = 0.8) -> np.ndarray:
+    """The BGR image (same size) with ``amap``'s weights as a heat map, the query marked and a legend.
+
+    The colour is blended in proportion to the weight (up to ``alpha``), so positions the query does not
+    look at keep the original image and the few it does look at stand out.
+    """
     import cv2
 
     h, w = amap.image_hw
@@ -182,15 +186,15 @@ def draw(image: np.ndarray, amap: AttentionMap, alpha: float = 0.55) -> np.ndarr
     nh, nw = min(ih, round(h * amap.ratio)), min(iw, round(w * amap.ratio))
     heat = cv2.resize(up[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
     colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    a = (alpha * np.clip(heat, 0.0, 1.0))[:, :, None]
+    out = np.clip(image.astype(np.float32) * (1.0 - a) + colour.astype(np.float32) * a, 0, 255).astype(np.uint8)
     qx, qy = int(round(amap.query[0])), int(round(amap.query[1]))
     arm = max(4, min(h, w) // 40)
     cv2.line(out, (qx - arm, qy), (qx + arm, qy), (255, 255, 255), 1, cv2.LINE_AA)
     cv2.line(out, (qx, qy - arm), (qx, qy + arm), (255, 255, 255), 1, cv2.LINE_AA)
     cv2.circle(out, (qx, qy), arm + 1, (0, 0, 0), 1, cv2.LINE_AA)
-    scale = "softmax, max " if amap.mode in SOFTMAX_MODES else "f/N' min-max, max "
-    label = f"layer {amap.layer} {amap.mode} {amap.grid[0]}x{amap.grid[1]} ({scale}{amap.weights.max():.3g})"
-    font_scale = max(0.3, min(w, h) / 900)
+    label = f"layer {amap.layer} {amap.grid[0]}x{amap.grid[1]} max {amap.weights.max():.3g}"
+    font_scale = max(0.3, min(w, h) / 700)
     cv2.putText(out, label, (4, 4 + int(22 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 2, cv2.LINE_AA)
     cv2.putText(out, label, (4, 4 + int(22 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
