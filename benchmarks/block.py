@@ -4,7 +4,9 @@ The explicit reference is the embedded-Gaussian block as most PyTorch copies wri
 convolutions, ``f = softmax(theta^T phi)`` as an N x N matrix, ``y = f g``, W_z conv + BN, residual.
 Sizes are the maps a Non-local block sees in YOLOv8n/s: P3/P4/P5 of a 640 input and P3 of a 1280 input.
 
-Time: median of ``--reps`` forward+backward passes, both implementations interleaved in one process.
+Time: median of ``--reps`` forward+backward passes, both implementations interleaved in one process. On the
+CPU the clock is the process's CPU time with one torch thread (``--threads``), which other jobs on a shared
+machine barely disturb, unlike wall time; on CUDA it is wall time between synchronisations.
 Memory: peak growth during one forward+backward; on CUDA from the allocator's statistics, on the CPU
 from the resident set size of a fresh subprocess per measurement, sampled every 0.5 ms during the step
 (the allocator returns large blocks to the system, so only growth during the step counts).
@@ -87,13 +89,14 @@ def time_pair(c: int, side: int, args) -> dict[str, float]:
     times: dict[str, list[float]] = {impl: [] for impl in mods}
     for impl, m in mods.items():  # warm-up
         step(m, x, args.amp_dtype)
+    clock = time.perf_counter if args.device == "cuda" else time.process_time
     for _ in range(args.reps):
         for impl, m in mods.items():
             sync(args.device)
-            t0 = time.perf_counter()
+            t0 = clock()
             step(m, x, args.amp_dtype)
             sync(args.device)
-            times[impl].append(time.perf_counter() - t0)
+            times[impl].append(clock() - t0)
     return {impl: statistics.median(v) * 1e3 for impl, v in times.items()}
 
 
@@ -162,20 +165,24 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 20 on cuda, 3 on cpu)")
     p.add_argument("--only", default=None, help="comma-separated labels to run, e.g. 'v8n P3@640'")
     p.add_argument("--no-memory", action="store_true", help="skip the memory column")
+    p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (CPU time is measured)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
         return _child(args._child)
     gpu = args.device == "cuda"
+    if not gpu:
+        torch.set_num_threads(args.threads)
     args.batch = args.batch or (16 if gpu else 1)
     args.dtype = args.dtype or ("bf16" if gpu else "fp32")
     args.reps = args.reps or (20 if gpu else 3)
     args.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     sizes = [s for s in SIZES if args.only is None or s[0] in args.only.split(",")]
 
-    print(f"# NonLocal (fused) vs explicit N x N block, forward+backward, batch {args.batch}, {args.dtype}")
+    clock = "wall time" if gpu else f"process CPU time, {args.threads} torch thread(s)"
+    print(f"# NonLocal (default backend) vs explicit N x N block, forward+backward, batch {args.batch}, {args.dtype}, {clock}")
     print(f"# machine: {machine(args.device)}")
-    print("| map | C x H x W | explicit ms | NonLocal ms | time ratio | explicit MiB | NonLocal MiB | memory ratio |")
+    print("| map | C x H x W | explicit ms | NonLocal ms | time NonLocal/explicit | explicit MiB | NonLocal MiB | memory explicit/NonLocal |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for label, c, side in sizes:
         t = time_pair(c, side, args)
@@ -186,7 +193,7 @@ def main() -> None:
         print(
             f"| {label} | {c}x{side}x{side} | {t['explicit']:.1f} | {t['nonlocal']:.1f} | "
             f"{t['nonlocal'] / t['explicit']:.2f}x | {mem['explicit']:.0f} | {mem['nonlocal']:.0f} | "
-            f"{mem['explicit'] / max(mem['nonlocal'], 1e-9):.1f}x less |",
+            f"{mem['explicit'] / max(mem['nonlocal'], 1e-9):.1f}x |",
             flush=True,
         )
 

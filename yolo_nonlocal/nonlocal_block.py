@@ -252,8 +252,8 @@ class NonLocal(nn.Module):
             return y[:, 0, :, :c]
         if backend == "chunked":
             return chunked_softmax_attention(q, k, v, self.scale)
-        with _float32(q):
-            logits = torch.bmm(q.float(), k.float().transpose(1, 2)) * self.scale
+        with _float32(q):  # the scale goes on q (N x d), not on the N x N' logits: one pass less over them
+            logits = torch.bmm(q.float() * self.scale, k.float().transpose(1, 2))
             return torch.bmm(logits.softmax(dim=-1), v.float()).to(v.dtype)
 
     def _concat_terms(self, q: torch.Tensor, k: torch.Tensor):
