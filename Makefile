@@ -50,6 +50,7 @@ test-fast: install $(UPSTREAM_STAMP)
 bench: install
 	$(BIN)/python benchmarks/block.py
 	$(BIN)/python benchmarks/coco_eval.py --images 500
+	$(BIN)/python benchmarks/gflops.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,47 @@
+"""Parameters and GFLOPs (attention included) of stock and Non-local YOLO models, as Ultralytics reports them.
+
+Ultralytics' thop-based counter hooks convolutions; yolo-nonlocal adds each block's attention products
+(``NonLocal.attention_macs`` at the block's real input size, GFLOPs = 2 x MACs). This prints the summary
+figures quoted in the README and docs/ultralytics.md, with the attention share separated.
+
+    python benchmarks/gflops.py [--imgsz 640] [--models yolov8n.yaml,yolov8n-nl.yaml,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+DEFAULT_MODELS = "yolov8n.yaml,yolov8n-nl.yaml,yolov8s.yaml,yolov8s-nl.yaml,yolo11n.yaml,yolo11n-nl.yaml,yolov8n-nl-p2.yaml"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--models", default=DEFAULT_MODELS)
+    args = p.parse_args()
+
+    import torch
+    import ultralytics
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    from yolo_nonlocal.ultralytics_flops import attention_gflops
+
+    print(f"# machine: {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}, "
+          f"ultralytics {ultralytics.__version__}; imgsz {args.imgsz}, nc 80")
+    print("| model | params (M) | GFLOPs | of which attention |")
+    print("|---|---:|---:|---:|")
+    for name in args.models.split(","):
+        model = DetectionModel(name, nc=80, verbose=False)
+        params = sum(t.numel() for t in model.parameters()) / 1e6
+        total = get_flops(model, args.imgsz)
+        attn = attention_gflops(model, args.imgsz)
+        print(f"| {name} | {params:.2f} | {total:.1f} | {attn:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
