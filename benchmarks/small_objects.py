@@ -251,7 +251,8 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
     lines += [
         "",
         f"Settings: tasks {args.tasks}; protocols {args.protocols}; n_train={args.n_train}, n_val={args.n_val}, "
-        f"imgsz={args.imgsz}, batch={args.batch}, seeds={args.seeds}, epochs={args.epochs}"
+        f"imgsz={args.imgsz}, batch={args.batch}, seeds={args.seeds}"
+        + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
         + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
         + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
         f"protocol (a run that never gets there counts as epochs + 1); {minutes:.1f} min in all.",
