@@ -10,7 +10,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/yolo-config
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-small-objects clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: install
 	$(BIN)/python benchmarks/block.py
 	$(BIN)/python benchmarks/coco_eval.py --images 500
 	$(BIN)/python benchmarks/gflops.py
+
+# the small-object evidence protocol (hours on a CPU; minutes on a GPU): see docs/compare.md
+bench-small-objects: install
+	$(BIN)/python benchmarks/small_objects.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
