@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from yolo_nonlocal import NonLocal  # noqa: E402
+from yolo_nonlocal.machine import describe_machine  # noqa: E402
 
 # (label, channels, side): the maps YOLOv8n and YOLOv8s feed a block at P5/P4/P3 of 640 and P3 of 1280
 SIZES = [
@@ -144,19 +144,6 @@ def _child(spec: str) -> None:
     print(json.dumps({"peak_mib": (peak[0] - base) / 2**20}))
 
 
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device == "cuda":
-        text = f"{torch.cuda.get_device_name()} ({text})"
-    return text
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -181,7 +168,7 @@ def main() -> None:
 
     clock = "wall time" if gpu else f"process CPU time, {args.threads} torch thread(s)"
     print(f"# NonLocal (default backend) vs explicit N x N block, forward+backward, batch {args.batch}, {args.dtype}, {clock}")
-    print(f"# machine: {machine(args.device)}")
+    print(f"# machine: {describe_machine(args.device, packages=('torch',))}")
     print("| map | C x H x W | explicit ms | NonLocal ms | time NonLocal/explicit | explicit MiB | NonLocal MiB | memory explicit/NonLocal |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for label, c, side in sizes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,25 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    versions = []
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("torch", "numpy", "pycocotools", "faster-coco-eval"):
-        try:
-            versions.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            versions.append(f"{name} missing")
-    load = f" | load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} logical CPUs{load} | Python {platform.python_version()}"
-            " | " + ", ".join(versions))
+from yolo_nonlocal.machine import describe_machine
 
 
 def synthetic(images: int, boxes: int, classes: int, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -166,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     gt, dets = synthetic(args.images, args.boxes, args.classes)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine(packages=('numpy', 'pycocotools', 'faster-coco-eval'))}")
     print(f"data: {args.images} images x {args.boxes} boxes = {len(gt['annotations'])} objects, "
           f"{len(dets)} detections, {args.classes} classes")
     rows = time_backends(gt, dets, args.repeats)
     print()
-    print(f"| backend          | ranges      | seconds |    AP    |   APs    |   APvt   |")
-    print(f"|------------------|-------------|--------:|---------:|---------:|---------:|")
+    print("| backend          | ranges      | seconds |    AP    |   APs    |   APvt   |")
+    print("|------------------|-------------|--------:|---------:|---------:|---------:|")
     for backend, ranges, seconds, stats in rows:
         vt = f"{stats['APvt']:.4f}" if "APvt" in stats else "-"
         print(f"| {backend:<16} | {ranges:<11} | {seconds:7.2f} | {stats['AP']:8.4f} | {stats['APs']:8.4f} | {vt:>8} |")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -24,15 +23,13 @@ def main() -> None:
     p.add_argument("--models", default=DEFAULT_MODELS)
     args = p.parse_args()
 
-    import torch
-    import ultralytics
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
 
+    from yolo_nonlocal.machine import describe_machine
     from yolo_nonlocal.ultralytics_flops import attention_gflops
 
-    print(f"# machine: {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}, "
-          f"ultralytics {ultralytics.__version__}; imgsz {args.imgsz}, nc 80")
+    print(f"# machine: {describe_machine()}; imgsz {args.imgsz}, nc 80")
     print("| model | params (M) | GFLOPs | of which attention |")
     print("|---|---:|---:|---:|")
     for name in args.models.split(","):

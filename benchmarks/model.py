@@ -17,32 +17,19 @@ far less than wall time.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from copy import deepcopy
 
 import torch
 
+from yolo_nonlocal.machine import describe_machine
+
 VARIANTS = (
     ("yolov8n", "yolov8n.yaml", None),
     ("yolov8n-nl (fused)", "yolov8n-nl.yaml", "auto"),
     ("yolov8n-nl (explicit)", "yolov8n-nl.yaml", "explicit"),
 )
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import ultralytics
-
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{platform.platform()}, CPU {cpu} ({torch.get_num_threads()} threads){gpu}, Python "
-            f"{platform.python_version()}, torch {torch.__version__}, ultralytics {ultralytics.__version__}")
 
 
 def build(yaml: str, backend: str | None, device: torch.device):
@@ -159,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(args.imgsz, args.batch or 1)] if args.imgsz else [(640, 32), (1280, 8)]
     chosen = [v for v in VARIANTS if v[0] in args.variants.split(",")]
 
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe_machine(device)}")
     print(f"device: {device}, AMP {'on (fp16)' if amp else 'off (fp32)'}, {clock_name} time, median of {args.iters} "
           f"rounds after {args.warmup} warm-up\n")
     unit = "ms" if clock_name == "wall" else "CPU ms"

@@ -4,7 +4,6 @@ summaries count the attention, and a block whose logits blow up under reduced pr
 
 from __future__ import annotations
 
-import os
 from copy import deepcopy
 from pathlib import Path
 

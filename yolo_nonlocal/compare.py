@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -114,35 +113,9 @@ class CompareSettings:
 
 def machine_info(device: Any = None) -> dict[str, Any]:
     """Where numbers come from: platform, CPU, accelerator, torch and Ultralytics versions."""
-    import torch
+    from yolo_nonlocal.machine import machine_info as _machine_info
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    try:
-        import ultralytics
-
-        info["ultralytics"] = ultralytics.__version__
-    except ImportError:  # pragma: no cover - compare needs it anyway
-        pass
-    dev = _torch_device(device)
-    info["device"] = str(dev)
-    if dev.type == "cuda":
-        info["accelerator"] = torch.cuda.get_device_name(dev)
-    return info
+    return _machine_info(_torch_device(device))
 
 
 def _torch_device(device: Any):
