@@ -91,6 +91,10 @@ def test_compare_end_to_end_and_reuse(context_data, tmp_path):
         expected = sum(2 * b.attention_macs((64 // s, 64 // s)) for b, s in zip(blocks, strides)) / 1e9
         assert entry["attention_gflops"] == pytest.approx(expected, rel=1e-9)
         assert entry["gflops"] == pytest.approx(entry["gflops_conv"] + entry["attention_gflops"])
+        # the total is the Ultralytics summary's (attention counted once, not on top of thop's own count)
+        from ultralytics.utils.torch_utils import get_flops
+
+        assert entry["gflops"] == pytest.approx(get_flops(trained.float(), 64), rel=1e-6)
         assert entry["latency_ms"] > 0
     assert base["attention_gflops"] == 0 and base["nonlocal_blocks"] == 0
     assert model["attention_gflops"] > 0 and model["nonlocal_blocks"] == 2

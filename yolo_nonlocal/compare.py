@@ -131,49 +131,30 @@ def _torch_device(device: Any):
     return torch.device(f"cuda:{s}" if s.isdigit() else s)
 
 
-def _nonlocal_modules(model) -> list:
-    try:
-        from yolo_nonlocal.nonlocal_block import NonLocal
-    except ImportError:  # pragma: no cover - the block ships with the package
-        return []
-    return [m for m in model.modules() if isinstance(m, NonLocal)]
-
-
 def model_cost(model, imgsz: int) -> dict[str, Any]:
-    """Parameters and GFLOPs at ``imgsz`` (one image), attention products included.
+    """Parameters and GFLOPs at ``imgsz`` (one image), attention products included, counted once.
 
-    ``gflops_conv`` is what Ultralytics reports (thop over conv/bn/linear layers); ``attention_gflops`` adds
-    2 x :meth:`NonLocal.attention_macs` for every block at the spatial size it really sees at ``imgsz``.
+    ``gflops`` is what Ultralytics' summaries report with this package installed (its thop count of the
+    layers plus every block's attention products at their real size, see ``ultralytics_flops``);
+    ``attention_gflops`` is the blocks' share of it and ``gflops_conv`` the rest.
     """
     import copy
-    import inspect
 
-    import torch
     from ultralytics.utils import torch_utils
 
-    # The package's Ultralytics integration wraps get_flops to add the attention (functools.wraps): take
-    # the unwrapped thop count here and add the attention once, at the real spatial sizes.
-    get_flops = inspect.unwrap(torch_utils.get_flops)
+    from yolo_nonlocal.nonlocal_block import NonLocal
+    from yolo_nonlocal.ultralytics_flops import attention_gflops, install
+
+    install()  # idempotent; register() has normally done it already
     model = copy.deepcopy(model).float().cpu().eval()
-    params = sum(p.numel() for p in model.parameters())
-    conv = float(get_flops(model, imgsz))
-    blocks = _nonlocal_modules(model)
-    spatial: list[tuple[int, ...]] = []
-    hooks = [b.register_forward_pre_hook(lambda m, inp: spatial.append(tuple(inp[0].shape[2:]))) for b in blocks]
-    try:
-        if blocks:
-            with torch.inference_mode():
-                model(torch.zeros(1, 3, imgsz, imgsz))
-    finally:
-        for h in hooks:
-            h.remove()
-    attn = sum(2 * int(b.attention_macs(s)) for b, s in zip(blocks, spatial)) / 1e9
+    total = float(torch_utils.get_flops(model, imgsz))
+    attn = attention_gflops(model, imgsz)
     return {
-        "params": int(params),
-        "gflops": conv + attn,
-        "gflops_conv": conv,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "gflops": total,
+        "gflops_conv": max(total - attn, 0.0),
         "attention_gflops": attn,
-        "nonlocal_blocks": len(blocks),
+        "nonlocal_blocks": sum(isinstance(m, NonLocal) for m in model.modules()),
     }
 
 
