@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("yolo_nonlocal.compare", "cli", "train a Non-local model and its baseline alike and compare AP/APs"),
     "make-dataset": ("yolo_nonlocal.synthetic", "cli", "write the offline synthetic small-object datasets"),
     "attention": ("yolo_nonlocal.attention_map", "cli", "draw where a Non-local block looks for a query pixel"),
+    "usage": ("yolo_nonlocal.block_usage", "cli", "how far a trained model's Non-local blocks moved from the identity"),
     "patch": ("yolo_nonlocal.yolo_patcher", "cli_patch", "make a YOLOv5/YOLOv7 clone understand NonLocal"),
     "unpatch": ("yolo_nonlocal.yolo_patcher", "cli_unpatch", "restore a patched YOLOv5/YOLOv7 clone byte for byte"),
     "status": ("yolo_nonlocal.yolo_patcher", "cli_status", "say whether and how a YOLOv5/YOLOv7 clone is patched"),

@@ -1,0 +1,218 @@
+"""Did the Non-local blocks of a trained model learn to do anything? Measure it, and ablate them.
+
+A Non-local block (Wang et al., CVPR 2018, arXiv 1711.07971) computes z = x + W_z y and starts as the
+identity (W_z's BatchNorm weight and bias are zero). Training has to grow W_z before the block changes
+anything, and a model whose blocks stayed near the identity cannot gain from them, whatever the block
+could do in principle. Two measures tell a trained model's blocks apart from the identity:
+
+``residual``  the block's contribution relative to its input, ||W_z y|| / ||x|| (Frobenius norms over
+              the whole feature map of one image), averaged over images. 0 for a fresh block; a block
+              whose residual stays at a few per cent barely changes the features it passes on.
+``gamma``     the mean |weight| of W_z's BatchNorm (0 at initialisation).
+
+:func:`disable_nonlocal_` is the ablation: it zeroes W_z's BatchNorm weight and bias in place, so every
+block becomes exactly the identity again while the rest of the trained network is kept. Evaluating the
+disabled model against the trained one says how much of the model's AP the blocks carry.
+
+Command line (``yolo-nonlocal usage``)::
+
+    yolo-nonlocal usage model=runs/.../best.pt source=IMAGES_DIR_OR_IMAGE [imgsz=S] [max_images=N]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["BlockUsage", "block_usage", "disable_nonlocal_", "format_usage", "cli"]
+
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class BlockUsage:
+    """How far one NonLocal layer of a trained model is from the identity."""
+
+    layer: int  # index of the layer in the model (its YAML row)
+    mode: str
+    channels: int
+    gamma: float  # mean |BatchNorm weight| of W_z (0 at initialisation)
+    residual: float  # mean over images of ||W_z y|| / ||x||
+    residual_max: float  # largest per-image ||W_z y|| / ||x||
+    images: int
+
+
+def _image_paths(source: str | Path | Sequence[str | Path], max_images: int | None) -> list[Path]:
+    if isinstance(source, (str, Path)):
+        src = Path(source)
+        if src.is_dir():
+            paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not paths:
+                raise FileNotFoundError(f"source={src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif src.is_file():
+            paths = [src]
+        else:
+            raise FileNotFoundError(f"source={src} is neither an image nor a folder of images")
+    else:
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise ValueError("source is an empty list of images")
+    return paths[:max_images] if max_images else paths
+
+
+def block_usage(
+    model: Any,
+    source: str | Path | Sequence[str | Path],
+    imgsz: int | None = None,
+    max_images: int | None = 50,
+) -> list[BlockUsage]:
+    """Measure every NonLocal layer of ``model`` on the images of ``source``.
+
+    ``model`` is a checkpoint path, a model YAML, an Ultralytics ``YOLO`` or its ``DetectionModel``;
+    ``source`` an image, a folder of images or a list of image paths (the first ``max_images`` are used).
+    Images are letterboxed as the detector sees them, at ``imgsz`` (default: the training size).
+    """
+    import cv2
+    import torch
+
+    from yolo_nonlocal.attention_map import _letterbox, _load_model, _nonlocal_layers
+
+    net = _load_model(model)
+    layers = _nonlocal_layers(net)
+    if not layers:
+        raise ValueError("the model has no NonLocal layer; pass a Non-local model (e.g. one trained from yolov8n-nl.yaml)")
+    if imgsz is None:
+        train_args = getattr(net, "args", None) or {}
+        imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
+    if imgsz < 32:
+        raise ValueError(f"imgsz={imgsz} must be >= 32")
+    paths = _image_paths(source, max_images)
+    stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
+
+    ratios: dict[int, list[float]] = {i: [] for i in layers}
+
+    def hook(i: int):
+        def record(mod, args, out):
+            x = args[0].float()
+            ratios[i].append(float((out.float() - x).norm() / x.norm().clamp_min(1e-12)))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in layers.items()]
+    p = next(net.parameters())
+    try:
+        with torch.inference_mode():
+            for path in paths:
+                img = cv2.imread(str(path))
+                if img is None:
+                    raise FileNotFoundError(f"{path} is not a readable image")
+                boxed, _ = _letterbox(img, imgsz, stride)
+                t = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1)))
+                net(t.to(p.device, torch.float32)[None] / 255.0)
+    finally:
+        for h in handles:
+            h.remove()
+    return [
+        BlockUsage(
+            layer=i,
+            mode=m.mode,
+            channels=m.c1,
+            gamma=float(m.w_z[1].weight.detach().abs().mean()),
+            residual=float(np.mean(ratios[i])),
+            residual_max=float(np.max(ratios[i])),
+            images=len(ratios[i]),
+        )
+        for i, m in layers.items()
+    ]
+
+
+def disable_nonlocal_(model: Any) -> int:
+    """Make every NonLocal block of ``model`` exactly the identity, in place; returns how many there were.
+
+    Zeroes W_z's BatchNorm weight and bias (its state at initialisation), so z = x + 0 while theta, phi, g
+    and the rest of the trained network are kept: the ablation "the trained model without its blocks".
+    """
+    import torch
+
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    if not isinstance(model, torch.nn.Module):  # an Ultralytics YOLO is an nn.Module holding its network
+        raise TypeError(f"disable_nonlocal_ takes a torch nn.Module or an Ultralytics YOLO, got {type(model).__name__}")
+    n = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, NonLocal):
+                m.w_z[1].weight.zero_()
+                m.w_z[1].bias.zero_()
+                n += 1
+    return n
+
+
+def format_usage(usage: Iterable[BlockUsage]) -> str:
+    """A Markdown table of :func:`block_usage`'s result."""
+    lines = [
+        "| layer | mode | channels | mean abs(gamma) | residual norm(W_z y)/norm(x), mean | max | images |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for u in usage:
+        lines.append(
+            f"| {u.layer} | {u.mode} | {u.channels} | {u.gamma:.4f} | {100 * u.residual:.2f}% | "
+            f"{100 * u.residual_max:.2f}% | {u.images} |"
+        )
+    return "\n".join(lines)
+
+
+_USAGE = """usage: yolo-nonlocal usage model=best.pt source=IMAGES [imgsz=S] [max_images=N]
+
+How far each Non-local block of a trained model is from the identity it started as: the mean |gamma| of
+W_z's BatchNorm, and the block's residual ||W_z y|| / ||x|| averaged over the images (0 for a fresh block).
+  model=       a trained Non-local checkpoint (.pt) or model YAML
+  source=      an image or a folder of images (for example the dataset's images/val)
+  imgsz=       network input size; default: the size the checkpoint was trained at (else 640)
+  max_images=  how many images of the folder to use (default 50; 0 = all)"""
+
+
+def cli(argv: list[str]) -> int:
+    """``yolo-nonlocal usage``: print the table of :func:`block_usage`."""
+    if any(a in {"--help", "-h", "help"} for a in argv):
+        print(_USAGE)
+        return 0
+    known = {"model", "source", "imgsz", "max_images"}
+    kv: dict[str, str] = {}
+    try:
+        for arg in argv:
+            key, sep, value = arg.partition("=")
+            if not sep or not key or not value:
+                raise ValueError(f"argument {arg!r} is not key=value (for example source=datasets/x/images/val)")
+            if key not in known:
+                raise ValueError(f"unknown argument {key!r}; known: {', '.join(sorted(known))}")
+            kv[key] = value
+        missing = [k for k in ("model", "source") if k not in kv]
+        if missing:
+            raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
+        ints = {}
+        for key in ("imgsz", "max_images"):
+            if key in kv:
+                try:
+                    ints[key] = int(kv[key])
+                except ValueError:
+                    raise ValueError(f"{key}={kv[key]!r} must be an integer") from None
+        if ints.get("max_images", 1) < 0:
+            raise ValueError("max_images must be >= 0 (0 = every image)")
+        model = kv["model"]
+        if model.endswith(".pt") and not Path(model).is_file():
+            raise FileNotFoundError(f"model={model} does not exist (usage never downloads weights)")
+        usage = block_usage(model, kv["source"], imgsz=ints.get("imgsz"), max_images=ints.get("max_images", 50) or None)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"usage: {e}", file=sys.stderr)
+        return 2
+    print(format_usage(usage))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli(sys.argv[1:]))
