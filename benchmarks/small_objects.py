@@ -16,7 +16,10 @@ Protocols, each a `yolo_nonlocal.compare` run (identical Ultralytics train argum
 Reported per row: mean and standard deviation over seeds of COCO AP and APs (coco_eval on the best
 checkpoint), and epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column,
 else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
-protocol reached (never reached: counted as epochs + 1 and marked). The table names the machine.
+protocol reached (never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
+whether the trained model uses its blocks at all (yolo_nonlocal.block_usage): the AP of the same checkpoints
+with every block reset to the identity, and each block's residual norm(W_z y)/norm(x) on validation images
+(0 for a fresh block). The table names the machine.
 
     python benchmarks/small_objects.py                                   # the full protocol (GPU advised)
     python benchmarks/small_objects.py --tasks context --protocols scratch --seeds 2 --epochs 8 \\
@@ -107,6 +110,41 @@ def _pretrain(model: str, data: Path, args: argparse.Namespace, common: dict, ou
     return best
 
 
+def _block_evidence(run: dict, data: Path, val_images: Path, common: dict) -> dict:
+    """Is a trained Non-local model using its blocks? Their residual ||W_z y||/||x|| on validation images,
+    and the COCO AP of the same checkpoint with every block reset to the identity (the ablation)."""
+    from ultralytics import YOLO
+
+    from yolo_nonlocal import compare as cmp
+    from yolo_nonlocal.block_usage import block_usage, disable_nonlocal_
+
+    run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
+    cache = run_dir / "block_evidence.json"
+    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data)}
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("stamp") == stamp:
+            return cached
+    usage = block_usage(str(weights), val_images, imgsz=int(common["imgsz"]), max_images=100)
+    model = YOLO(str(weights))
+    disable_nonlocal_(model)
+    val_args = {k: common[k] for k in ("imgsz", "batch", "device", "workers") if k in common}
+    model.val(
+        data=str(data), split="val", save_json=True, plots=False, verbose=False, project=str(run_dir),
+        name="coco_val_blocks_off", exist_ok=True, **val_args,
+    )  # fmt: skip
+    metrics = cmp._coco_metrics(str(data), run_dir / "coco_val_blocks_off" / "predictions.json", "val")
+    out = {
+        "stamp": stamp,
+        "residual": {str(u.layer): u.residual for u in usage},
+        "gamma": {str(u.layer): u.gamma for u in usage},
+        "AP_blocks_off": metrics["AP"],
+        "APs_blocks_off": metrics["APs"],
+    }
+    cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="context,neutral", help="comma list of: " + ", ".join(TASKS))
@@ -177,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             best = max((v for cs in curves.values() for c in cs for v in c if v == v), default=float("nan"))
             target = args.threshold * best if best == best and best > 0 else float("nan")
             for e in result["models"]:
+                evidence = []
+                if e["role"] == "model":
+                    _log(f"{task} / {protocol}: block residuals and AP with the blocks off for {e['model']}")
+                    evidence = [_block_evidence(r, data, ds_dir / "images" / "val", common) for r in e["runs"]]
+                off_ap = _mean_std([v["AP_blocks_off"] for v in evidence])
+                off_aps = _mean_std([v["APs_blocks_off"] for v in evidence])
+                layers = sorted({k for v in evidence for k in v["residual"]}, key=int)
+                residual = {k: statistics.fmean(v["residual"][k] for v in evidence) for k in layers}
                 reached = [_epochs_to(c, target) if target == target else None for c in curves[e["model"]]]
                 ett = [r if r is not None else epochs + 1 for r in reached]
                 ett_mean, ett_std = _mean_std([float(v) for v in ett]) if target == target else (None, None)
@@ -198,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs_to_threshold_std": ett_std,
                         "threshold_never_reached": sum(r is None for r in reached),
                         "threshold_AP": target if target == target else None,
+                        "AP_blocks_off": off_ap[0],
+                        "AP_blocks_off_std": off_ap[1],
+                        "APs_blocks_off": off_aps[0],
+                        "APs_blocks_off_std": off_aps[1],
+                        "block_residual": residual,
                         "params": e["params"],
                         "gflops": e["gflops"],
                         "latency_ms": e["latency_ms"],
@@ -218,17 +269,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: float) -> str:
     lines = [
-        "| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | epochs to threshold | params (M) | GFLOPs | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | epochs to threshold | AP blocks off (%) "
+        "| block residual (%) | params (M) | GFLOPs | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        off = _fmt(r.get("AP_blocks_off"), r.get("AP_blocks_off_std")) if r.get("AP_blocks_off") is not None else "-"
+        res = ", ".join(f"L{k} {100 * v:.1f}" for k, v in (r.get("block_residual") or {}).items()) or "-"
         ett = "n/a" if r["epochs_to_threshold"] is None else f"{r['epochs_to_threshold']:.1f} ± {r['epochs_to_threshold_std']:.1f}"
         if r["threshold_never_reached"]:
             ett += f" ({r['threshold_never_reached']} never)"
         lines.append(
             f"| {r['task']} | {r['protocol']} | {r['model']} | {r['seeds']} | {r['epochs']} | "
             f"{_fmt(r['AP'], r['AP_std'])} | {_fmt(r['APs'], r['APs_std'])} | {_fmt(r['AP50'], r['AP50_std'])} | "
-            f"{ett} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
+            f"{ett} | {off} | {res} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
         )
     lines += ["", "Differences (model - baseline, AP points; 'within noise' when |d| <= 2 x the larger seed std):"]
     by_key: dict[tuple, dict] = {}
@@ -247,6 +301,10 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
             noise = 2 * max(b[f"{k}_std"] or 0.0, mdl[f"{k}_std"] or 0.0)
             verdict = "within noise" if abs(d) <= noise or b["seeds"] < 2 else ("better" if d > 0 else "worse")
             parts.append(f"{k} {100 * d:+.1f} ({verdict})")
+        if mdl.get("AP_blocks_off") is not None and mdl["AP"] is not None:
+            parts.append(
+                f"{mdl['model']} with its blocks reset to the identity: AP {100 * (mdl['AP_blocks_off'] - mdl['AP']):+.1f}"
+            )
         lines.append(f"- {task} / {protocol}: " + ", ".join(parts))
     lines += [
         "",
@@ -255,7 +313,10 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
         + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
         + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
-        f"protocol (a run that never gets there counts as epochs + 1); {minutes:.1f} min in all.",
+        f"protocol (a run that never gets there counts as epochs + 1); AP blocks off = the Non-local checkpoints "
+        f"evaluated with every block reset to the identity (W_z's BatchNorm zeroed); block residual = mean "
+        f"norm(W_z y)/norm(x) per NonLocal layer L on up to 100 validation images (0 for a fresh block); "
+        f"{minutes:.1f} min in all.",
         f"Machine: {machine.get('platform')}; CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
         f"{machine.get('torch_threads')} torch threads); device {machine.get('device')}"
         f"{' ' + machine['accelerator'] if machine.get('accelerator') else ''}; torch {machine.get('torch')}; "
