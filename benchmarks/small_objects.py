@@ -14,8 +14,9 @@ Protocols, each a `yolo_nonlocal.compare` run (identical Ultralytics train argum
   p2        MODEL-p2.yaml (the usual small-object fix: a stride-4 head) vs MODEL-nl-p2.yaml, from scratch
 
 Reported per row: mean and standard deviation over seeds of COCO AP and APs (coco_eval on the best
-checkpoint), and epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column,
-else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
+checkpoint, selected on the same validation set for both models), the mean validation AP of the last 5
+epochs (free of that selection), and epochs-to-threshold: the first epoch whose validation AP (per-epoch
+coco/AP column, else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
 protocol reached (never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
 whether the trained model uses its blocks at all (yolo_nonlocal.block_usage): the AP of the same checkpoints
 with every block reset to the identity, and each block's residual norm(W_z y)/norm(x) on validation images
@@ -45,6 +46,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 TASKS = {"context": ("context", "singleton"), "neutral": ("neutral", None)}
 PROTOCOLS = ("scratch", "finetune", "p2")
+LAST = 5  # the 'AP last epochs' column: mean validation AP of the last LAST epochs (no best-epoch selection)
 
 
 def _log(msg: str) -> None:
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 reached = [_epochs_to(c, target) if target == target else None for c in curves[e["model"]]]
                 ett = [r if r is not None else epochs + 1 for r in reached]
                 ett_mean, ett_std = _mean_std([float(v) for v in ett]) if target == target else (None, None)
+                tail = [statistics.fmean(c[-LAST:]) for c in curves[e["model"]] if c and all(v == v for v in c[-LAST:])]
+                tail_mean, tail_std = _mean_std(tail)
                 rows.append(
                     {
                         "task": task,
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                         "APs": e["APs"],
                         "APs_std": e["APs_std"],
                         "AP50": e["AP50"],
+                        "AP_last": tail_mean,
+                        "AP_last_std": tail_std,
                         "AP50_std": e["AP50_std"],
                         "epochs_to_threshold": ett_mean,
                         "epochs_to_threshold_std": ett_std,
@@ -269,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: float) -> str:
     lines = [
-        "| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | epochs to threshold | AP blocks off (%) "
-        "| block residual (%) | params (M) | GFLOPs | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | AP last {LAST} epochs (%) | epochs to threshold "
+        "| AP blocks off (%) | block residual (%) | params (M) | GFLOPs | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         off = _fmt(r.get("AP_blocks_off"), r.get("AP_blocks_off_std")) if r.get("AP_blocks_off") is not None else "-"
@@ -282,7 +288,7 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         lines.append(
             f"| {r['task']} | {r['protocol']} | {r['model']} | {r['seeds']} | {r['epochs']} | "
             f"{_fmt(r['AP'], r['AP_std'])} | {_fmt(r['APs'], r['APs_std'])} | {_fmt(r['AP50'], r['AP50_std'])} | "
-            f"{ett} | {off} | {res} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
+            f"{_fmt(r.get('AP_last'), r.get('AP_last_std'))} | {ett} | {off} | {res} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
         )
     lines += ["", "Differences (model - baseline, AP points; 'within noise' when |d| <= 2 x the larger seed std):"]
     by_key: dict[tuple, dict] = {}
@@ -313,7 +319,9 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
         + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
         + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
-        f"protocol (a run that never gets there counts as epochs + 1); AP blocks off = the Non-local checkpoints "
+        f"protocol (a run that never gets there counts as epochs + 1); AP, APs, AP50 from the best checkpoint "
+        f"(chosen on the validation set it is scored on, for both models alike); AP last {LAST} epochs = the mean "
+        f"per-epoch validation AP of the last {LAST} epochs, free of that selection; AP blocks off = the Non-local checkpoints "
         f"evaluated with every block reset to the identity (W_z's BatchNorm zeroed); block residual = mean "
         f"norm(W_z y)/norm(x) per NonLocal layer L on up to 100 validation images (0 for a fresh block); "
         f"{minutes:.1f} min in all.",
