@@ -111,12 +111,16 @@ def test_compare_end_to_end_and_reuse(context_data, tmp_path):
     weights = sorted(project.glob("runs/*/weights/best.pt"))
     assert len(weights) == 4
     mtimes = [w.stat().st_mtime_ns for w in weights]
+    # a record written by an older version with a wrong cost: the rerun counts the cost again
+    stale = Path(model["runs"][0]["run_dir"]) / "run.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "gflops": 999.0, "attention_gflops": 99.0}))
     r2 = _run(args)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert r2.stderr.count("reusing the finished run") == 4 and "training yolov8n" not in r2.stderr
     assert [w.stat().st_mtime_ns for w in weights] == mtimes
     again = json.loads((project / "compare.json").read_text())
     assert [e["AP"] for e in again["models"]] == [e["AP"] for e in result["models"]]
+    assert [e["gflops"] for e in again["models"]] == [e["gflops"] for e in result["models"]]
 
     # A run without its completion record is trained again; the others are still reused.
     victim = Path(base["runs"][0]["run_dir"])

@@ -258,6 +258,8 @@ def _run_one(
     record = _read_json(record_path)
     if record and record.get("complete") and best.is_file() and not force:
         _log(f"{step} {label} seed {seed}: reusing the finished run in {run_dir}")
+        # the cost is counted again by this version (a record from an older one may hold a stale count)
+        record.update(model_cost(YOLO(str(best)).model, int(args.get("imgsz", 640))))
         record["reused"] = True
         return record
 
