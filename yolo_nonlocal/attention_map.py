@@ -213,21 +213,10 @@ image's size) and the raw weights as .npy beside it.
 
 
 def _parse(argv: list[str]) -> dict[str, str]:
+    from yolo_nonlocal.cli import parse_key_values
+
     known = {"model", "source", "query", "layer", "imgsz", "project"}
-    kv: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key or not value:
-            raise ValueError(f"argument {arg!r} is not key=value (for example query=120,64)")
-        if key not in known:
-            raise ValueError(f"unknown argument {key!r}; known: {', '.join(sorted(known))}")
-        if key in kv:
-            raise ValueError(f"argument {key!r} is given twice")
-        kv[key] = value
-    missing = [k for k in ("model", "source", "query") if k not in kv]
-    if missing:
-        raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
-    return kv
+    return parse_key_values(argv, known, ("model", "source", "query"), "query=120,64")
 
 
 def _query(text: str) -> tuple[float, float]:
@@ -240,18 +229,11 @@ def _query(text: str) -> tuple[float, float]:
         raise ValueError(f"query={text!r} must be X,Y in image pixels (for example query=120,64)") from None
 
 
-def _int(key: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{key}={text!r} must be an integer") from None
-
-
 def cli(argv: list[str]) -> int:
     """``yolo-nonlocal attention``: write the attention overlay PNG (and the weights .npy); prints the PNG path."""
     import cv2
+
+    from yolo_nonlocal.cli import int_value
 
     if any(a in {"--help", "-h", "help"} for a in argv):
         print(_USAGE)
@@ -259,7 +241,7 @@ def cli(argv: list[str]) -> int:
     try:
         kv = _parse(list(argv))
         query = _query(kv["query"])
-        layer, imgsz = _int("layer", kv.get("layer")), _int("imgsz", kv.get("imgsz"))
+        layer, imgsz = int_value("layer", kv.get("layer")), int_value("imgsz", kv.get("imgsz"))
         source = Path(kv["source"])
         img = cv2.imread(str(source))
         if img is None:

@@ -181,26 +181,11 @@ def cli(argv: list[str]) -> int:
     if any(a in {"--help", "-h", "help"} for a in argv):
         print(_USAGE)
         return 0
-    known = {"model", "source", "imgsz", "max_images"}
-    kv: dict[str, str] = {}
+    from yolo_nonlocal.cli import int_value, parse_key_values
+
     try:
-        for arg in argv:
-            key, sep, value = arg.partition("=")
-            if not sep or not key or not value:
-                raise ValueError(f"argument {arg!r} is not key=value (for example source=datasets/x/images/val)")
-            if key not in known:
-                raise ValueError(f"unknown argument {key!r}; known: {', '.join(sorted(known))}")
-            kv[key] = value
-        missing = [k for k in ("model", "source") if k not in kv]
-        if missing:
-            raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
-        ints = {}
-        for key in ("imgsz", "max_images"):
-            if key in kv:
-                try:
-                    ints[key] = int(kv[key])
-                except ValueError:
-                    raise ValueError(f"{key}={kv[key]!r} must be an integer") from None
+        kv = parse_key_values(argv, {"model", "source", "imgsz", "max_images"}, ("model", "source"), "source=images/val")
+        ints = {k: int_value(k, kv[k]) for k in ("imgsz", "max_images") if k in kv}
         if ints.get("max_images", 1) < 0:
             raise ValueError("max_images must be >= 0 (0 = every image)")
         model = kv["model"]

@@ -23,6 +23,34 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def parse_key_values(argv: list[str], known: set[str], required: tuple[str, ...], example: str) -> dict[str, str]:
+    """``key=value`` arguments of a sub-command, checked: unknown, repeated or missing keys raise ValueError."""
+    kv: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"argument {arg!r} is not key=value (for example {example})")
+        if key not in known:
+            raise ValueError(f"unknown argument {key!r}; known: {', '.join(sorted(known))}")
+        if key in kv:
+            raise ValueError(f"argument {key!r} is given twice")
+        kv[key] = value
+    missing = [k for k in required if k not in kv]
+    if missing:
+        raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
+    return kv
+
+
+def int_value(key: str, text: str | None) -> int | None:
+    """``text`` as an int (None stays None); a ValueError naming ``key`` otherwise."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{key}={text!r} must be an integer") from None
+
+
 def _usage() -> str:
     from yolo_nonlocal import __version__
 
