@@ -118,16 +118,17 @@ def _block_evidence(run: dict, data: Path, val_images: Path, common: dict) -> di
     from ultralytics import YOLO
 
     from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.block_usage import block_usage, disable_nonlocal_
+    from yolo_nonlocal.block_usage import block_usage, disable_nonlocal_, shortcut_residuals
 
     run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
     cache = run_dir / "block_evidence.json"
-    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data)}
+    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data), "version": 2}
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("stamp") == stamp:
             return cached
     usage = block_usage(str(weights), val_images, imgsz=int(common["imgsz"]), max_images=100)
+    shortcuts = shortcut_residuals(str(weights), val_images, imgsz=int(common["imgsz"]), max_images=100)
     model = YOLO(str(weights))
     disable_nonlocal_(model)
     val_args = {k: common[k] for k in ("imgsz", "batch", "device", "workers") if k in common}
@@ -140,6 +141,7 @@ def _block_evidence(run: dict, data: Path, val_images: Path, common: dict) -> di
         "stamp": stamp,
         "residual": {str(u.layer): u.residual for u in usage},
         "gamma": {str(u.layer): u.gamma for u in usage},
+        "shortcut_residual_median": statistics.median(shortcuts.values()) if shortcuts else None,
         "AP_blocks_off": metrics["AP"],
         "APs_blocks_off": metrics["APs"],
     }
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 off_aps = _mean_std([v["APs_blocks_off"] for v in evidence])
                 layers = sorted({k for v in evidence for k in v["residual"]}, key=int)
                 residual = {k: statistics.fmean(v["residual"][k] for v in evidence) for k in layers}
+                shortcut = [v["shortcut_residual_median"] for v in evidence if v.get("shortcut_residual_median") is not None]
                 reached = [_epochs_to(c, target) if target == target else None for c in curves[e["model"]]]
                 ett = [r if r is not None else epochs + 1 for r in reached]
                 ett_mean, ett_std = _mean_std([float(v) for v in ett]) if target == target else (None, None)
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                         "APs_blocks_off": off_aps[0],
                         "APs_blocks_off_std": off_aps[1],
                         "block_residual": residual,
+                        "shortcut_residual_median": statistics.fmean(shortcut) if shortcut else None,
                         "params": e["params"],
                         "gflops": e["gflops"],
                         "latency_ms": e["latency_ms"],
@@ -299,18 +303,20 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         if not b or not mdl:
             continue
         parts = []
-        for k in ("AP", "APs"):
-            if b[k] is None or mdl[k] is None:
+        for k in ("AP", "APs", "AP_last"):
+            if b.get(k) is None or mdl.get(k) is None:
                 parts.append(f"{k} n/a")
                 continue
             d = mdl[k] - b[k]
             noise = 2 * max(b[f"{k}_std"] or 0.0, mdl[f"{k}_std"] or 0.0)
             verdict = "within noise" if abs(d) <= noise or b["seeds"] < 2 else ("better" if d > 0 else "worse")
-            parts.append(f"{k} {100 * d:+.1f} ({verdict})")
+            parts.append(f"{k.replace('_last', f' last {LAST} epochs')} {100 * d:+.1f} ({verdict})")
         if mdl.get("AP_blocks_off") is not None and mdl["AP"] is not None:
             parts.append(
                 f"{mdl['model']} with its blocks reset to the identity: AP {100 * (mdl['AP_blocks_off'] - mdl['AP']):+.1f}"
             )
+        if mdl.get("shortcut_residual_median") is not None:
+            parts.append(f"residual of its own shortcut bottlenecks, for scale: median {100 * mdl['shortcut_residual_median']:.0f}%")
         lines.append(f"- {task} / {protocol}: " + ", ".join(parts))
     lines += [
         "",

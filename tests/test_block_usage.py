@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_nonlocal.block_usage import block_usage, cli, disable_nonlocal_
+from yolo_nonlocal.block_usage import block_usage, cli, disable_nonlocal_, shortcut_residuals
 from yolo_nonlocal.synthetic import SyntheticConfig, make_dataset
 
 YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
@@ -129,6 +129,21 @@ def test_disable_equals_taking_the_blocks_out(images, trained_like):
     assert [u.residual for u in block_usage(trained_like, images, imgsz=128)] != [0.0, 0.0], "the original is kept"
 
 
+def test_shortcut_reference_measures_the_bottlenecks(images, trained_like):
+    net = trained_like.model
+    ref = shortcut_residuals(trained_like, images, imgsz=128)
+    assert sorted(ref) == ["model.2.m.0", "model.4.m.0", "model.4.m.1", "model.6.m.0", "model.6.m.1", "model.8.m.0"]
+    block = net.model[4].m[1]  # a shortcut bottleneck: out = x + cv2(cv1(x))
+    seen = []
+    h = block.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        net(_batch(images))
+        h.remove()
+        x = seen[0]
+        per_image = [float(block.cv2(block.cv1(x[k : k + 1])).norm() / x[k : k + 1].norm()) for k in range(len(x))]
+    assert ref["model.4.m.1"] == pytest.approx(float(np.mean(per_image)), rel=1e-4)
+
+
 def test_disable_rejects_what_is_not_a_model():
     with pytest.raises(TypeError, match="nn.Module or an Ultralytics YOLO"):
         disable_nonlocal_("best.pt")
@@ -151,6 +166,7 @@ def test_cli_prints_the_table_from_a_checkpoint(images, trained_like, tmp_path):
     for cells, u in zip(rows, expected):
         assert cells[1].strip() == "embedded_gaussian" and int(cells[6]) == 2
         assert float(cells[4].strip().rstrip("%")) == pytest.approx(100 * u.residual, abs=0.006)
+    assert "For scale, the model's own 6 shortcut bottlenecks: residual median" in r.stdout
 
 
 @pytest.mark.parametrize(

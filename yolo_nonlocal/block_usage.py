@@ -3,7 +3,8 @@
 A Non-local block (Wang et al., CVPR 2018, arXiv 1711.07971) computes z = x + W_z y and starts as the
 identity (W_z's BatchNorm weight and bias are zero). Training has to grow W_z before the block changes
 anything, and a model whose blocks stayed near the identity cannot gain from them, whatever the block
-could do in principle. Two measures tell a trained model's blocks apart from the identity:
+could do in principle. Two measures tell a trained model's blocks apart from the identity (and :func:`shortcut_residuals` gives the
+first for the model's own shortcut bottlenecks, for scale):
 
 ``residual``  the block's contribution relative to its input, ||W_z y|| / ||x|| (Frobenius norms over
               the whole feature map of one image), averaged over images. 0 for a fresh block; a block
@@ -28,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["BlockUsage", "block_usage", "disable_nonlocal_", "format_usage", "cli"]
+__all__ = ["BlockUsage", "block_usage", "shortcut_residuals", "disable_nonlocal_", "format_usage", "cli"]
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -64,45 +65,36 @@ def _image_paths(source: str | Path | Sequence[str | Path], max_images: int | No
     return paths[:max_images] if max_images else paths
 
 
-def block_usage(
-    model: Any,
-    source: str | Path | Sequence[str | Path],
-    imgsz: int | None = None,
-    max_images: int | None = 50,
-) -> list[BlockUsage]:
-    """Measure every NonLocal layer of ``model`` on the images of ``source``.
-
-    ``model`` is a checkpoint path, a model YAML, an Ultralytics ``YOLO`` or its ``DetectionModel``;
-    ``source`` an image, a folder of images or a list of image paths (the first ``max_images`` are used).
-    Images are letterboxed as the detector sees them, at ``imgsz`` (default: the training size).
-    """
-    import cv2
-    import torch
-
-    from yolo_nonlocal.attention_map import _letterbox, _load_model, _nonlocal_layers
+def _prepare(model: Any, imgsz: int | None):
+    from yolo_nonlocal.attention_map import _load_model
 
     net = _load_model(model)
-    layers = _nonlocal_layers(net)
-    if not layers:
-        raise ValueError("the model has no NonLocal layer; pass a Non-local model (e.g. one trained from yolov8n-nl.yaml)")
     if imgsz is None:
         train_args = getattr(net, "args", None) or {}
         imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
     if imgsz < 32:
         raise ValueError(f"imgsz={imgsz} must be >= 32")
-    paths = _image_paths(source, max_images)
+    return net, imgsz
+
+
+def _residual_ratios(net, modules: dict, paths: list[Path], imgsz: int) -> dict[Any, list[float]]:
+    """Per module, per image: norm(output - input) / norm(input) on a forward pass of the letterboxed image."""
+    import cv2
+    import torch
+
+    from yolo_nonlocal.attention_map import _letterbox
+
     stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
+    ratios: dict[Any, list[float]] = {k: [] for k in modules}
 
-    ratios: dict[int, list[float]] = {i: [] for i in layers}
-
-    def hook(i: int):
+    def hook(key):
         def record(mod, args, out):
             x = args[0].float()
-            ratios[i].append(float((out.float() - x).norm() / x.norm().clamp_min(1e-12)))
+            ratios[key].append(float((out.float() - x).norm() / x.norm().clamp_min(1e-12)))
 
         return record
 
-    handles = [m.register_forward_hook(hook(i)) for i, m in layers.items()]
+    handles = [m.register_forward_hook(hook(k)) for k, m in modules.items()]
     p = next(net.parameters())
     try:
         with torch.inference_mode():
@@ -116,6 +108,28 @@ def block_usage(
     finally:
         for h in handles:
             h.remove()
+    return ratios
+
+
+def block_usage(
+    model: Any,
+    source: str | Path | Sequence[str | Path],
+    imgsz: int | None = None,
+    max_images: int | None = 50,
+) -> list[BlockUsage]:
+    """Measure every NonLocal layer of ``model`` on the images of ``source``.
+
+    ``model`` is a checkpoint path, a model YAML, an Ultralytics ``YOLO`` or its ``DetectionModel``;
+    ``source`` an image, a folder of images or a list of image paths (the first ``max_images`` are used).
+    Images are letterboxed as the detector sees them, at ``imgsz`` (default: the training size).
+    """
+    from yolo_nonlocal.attention_map import _nonlocal_layers
+
+    net, imgsz = _prepare(model, imgsz)
+    layers = _nonlocal_layers(net)
+    if not layers:
+        raise ValueError("the model has no NonLocal layer; pass a Non-local model (e.g. one trained from yolov8n-nl.yaml)")
+    ratios = _residual_ratios(net, layers, _image_paths(source, max_images), imgsz)
     return [
         BlockUsage(
             layer=i,
@@ -128,6 +142,22 @@ def block_usage(
         )
         for i, m in layers.items()
     ]
+
+
+def shortcut_residuals(
+    model: Any,
+    source: str | Path | Sequence[str | Path],
+    imgsz: int | None = None,
+    max_images: int | None = 50,
+) -> dict[str, float]:
+    """For scale: the same residual for the model's own shortcut bottlenecks (Ultralytics ``Bottleneck`` with
+    its shortcut on, inside C2f / C3k2 / C3), mean over images, by module name. Empty when there are none."""
+    net, imgsz = _prepare(model, imgsz)
+    modules = {n: m for n, m in net.named_modules() if type(m).__name__ == "Bottleneck" and getattr(m, "add", False)}
+    if not modules:
+        return {}
+    ratios = _residual_ratios(net, modules, _image_paths(source, max_images), imgsz)
+    return {n: float(np.mean(v)) for n, v in ratios.items()}
 
 
 def disable_nonlocal_(model: Any) -> int:
@@ -196,6 +226,13 @@ def cli(argv: list[str]) -> int:
         print(f"usage: {e}", file=sys.stderr)
         return 2
     print(format_usage(usage))
+    reference = shortcut_residuals(model, kv["source"], imgsz=ints.get("imgsz"), max_images=ints.get("max_images", 50) or None)
+    if reference:
+        v = sorted(reference.values())
+        print(
+            f"\nFor scale, the model's own {len(v)} shortcut bottlenecks: residual median {100 * v[len(v) // 2]:.1f}% "
+            f"(range {100 * v[0]:.1f}-{100 * v[-1]:.1f}%)."
+        )
     return 0
 
 
