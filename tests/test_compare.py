@@ -131,6 +131,20 @@ def test_compare_end_to_end_and_reuse(context_data, tmp_path):
     assert f"training yolov8n (baseline: yolov8n.yaml) seed 0 -> {victim}" in r3.stderr
 
 
+def test_chart_title_names_the_dataset(context_data, tmp_path):
+    from yolo_nonlocal.compare import dataset_label
+
+    assert dataset_label(str(context_data)) == "synthetic context task"
+    (tmp_path / "VisDrone.yaml").write_text("path: x\ntrain: images/train\nval: images/val\nnames: {0: car}\n")
+    assert dataset_label(str(tmp_path / "VisDrone.yaml")) == "VisDrone"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "data.yaml").write_text("path: x\ntrain: a\nval: b\nnames: {0: car}\n")
+    assert dataset_label(str(tmp_path / "mine" / "data.yaml")) == "mine"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "data.yaml").write_text("names: [unclosed\n")
+    assert dataset_label(str(tmp_path / "broken" / "data.yaml")) == "broken"
+
+
 def test_fingerprint_changes_with_every_setting(context_data):
     base = _fingerprint("yolov8n.yaml", str(context_data), {"epochs": 1, "imgsz": 64}, 0)[0]
     assert base == _fingerprint("yolov8n.yaml", str(context_data), {"imgsz": 64, "epochs": 1}, 0)[0]

@@ -433,6 +433,23 @@ def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> 
     return "\n".join(lines)
 
 
+def dataset_label(data: str) -> str:
+    """A short name for the chart title: the synthetic task, else the YAML's stem, else its folder."""
+    path = Path(data)
+    try:
+        import yaml
+
+        spec = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        spec = None
+    synthetic = spec.get("synthetic") if isinstance(spec, dict) else None
+    if isinstance(synthetic, dict) and synthetic.get("kind"):
+        return f"synthetic {synthetic['kind']} task"
+    if path.stem.lower() != "data":
+        return path.stem
+    return path.parent.name or str(data)
+
+
 def _chart(path: Path, settings: CompareSettings, entries: list[dict]) -> None:
     import matplotlib
 
@@ -457,7 +474,7 @@ def _chart(path: Path, settings: CompareSettings, entries: list[dict]) -> None:
     ax.set_ylabel("COCO box AP (%)")
     n = len(settings.seeds)
     ax.set_title(
-        f"{Path(settings.data).parent.name or settings.data}: mean ± std over {n} seed{'s' if n != 1 else ''}, "
+        f"{dataset_label(settings.data)}: mean ± std over {n} seed{'s' if n != 1 else ''}, "
         f"{settings.train_args.get('epochs', '?')} epochs",
         fontsize=10,
     )
