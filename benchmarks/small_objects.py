@@ -15,7 +15,9 @@ Protocols, each a `yolo_nonlocal.compare` run (identical Ultralytics train argum
 
 Reported per row: mean and standard deviation over seeds of COCO AP and APs (coco_eval on the best
 checkpoint, selected on the same validation set for both models), the mean validation AP of the last 5
-epochs (free of that selection), and epochs-to-threshold: the first epoch whose validation AP (per-epoch
+epochs (free of that selection), the best checkpoint's AP and APs on a held-out test set (--n-test images
+from another generator seed, never used to choose anything: the numbers to judge by), and
+epochs-to-threshold: the first epoch whose validation AP (per-epoch
 coco/AP column, else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
 protocol reached (never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
 whether the trained model uses its blocks at all (yolo_nonlocal.block_usage): the AP of the same checkpoints
@@ -46,6 +48,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 TASKS = {"context": ("context", "singleton"), "neutral": ("neutral", None)}
 PROTOCOLS = ("scratch", "finetune", "p2")
+TEST_SEED_OFFSET = 1000  # the held-out test set's generator seed is --data-seed + this
 LAST = 5  # the 'AP last epochs' column: mean validation AP of the last LAST epochs (no best-epoch selection)
 
 
@@ -112,38 +115,53 @@ def _pretrain(model: str, data: Path, args: argparse.Namespace, common: dict, ou
     return best
 
 
-def _block_evidence(run: dict, data: Path, val_images: Path, common: dict) -> dict:
-    """Is a trained Non-local model using its blocks? Their residual ||W_z y||/||x|| on validation images,
-    and the COCO AP of the same checkpoint with every block reset to the identity (the ablation)."""
+def _score(weights: Path, data: Path, run_dir: Path, name: str, common: dict, blocks_off: bool = False) -> dict:
+    """COCO metrics of a checkpoint on the 'val' split of ``data`` (optionally with every NonLocal block reset
+    to the identity, the ablation), cached in run_dir/name.json while the weights and data are the same."""
     from ultralytics import YOLO
 
     from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.block_usage import block_usage, disable_nonlocal_, shortcut_residuals
+    from yolo_nonlocal.block_usage import disable_nonlocal_
+
+    cache = run_dir / f"{name}.json"
+    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data), "blocks_off": blocks_off}
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("stamp") == stamp:
+            return cached["metrics"]
+    model = YOLO(str(weights))
+    if blocks_off:
+        disable_nonlocal_(model)
+    val_args = {k: common[k] for k in ("imgsz", "batch", "device", "workers") if k in common}
+    model.val(
+        data=str(data), split="val", save_json=True, plots=False, verbose=False, project=str(run_dir), name=name,
+        exist_ok=True, **val_args,
+    )  # fmt: skip
+    metrics = cmp._coco_metrics(str(data), run_dir / name / "predictions.json", "val")
+    cache.write_text(json.dumps({"stamp": stamp, "metrics": metrics}, indent=2))
+    return metrics
+
+
+def _block_evidence(run: dict, images: Path, common: dict) -> dict:
+    """Is a trained Non-local model using its blocks? Their residual norm(W_z y)/norm(x) on up to 100 images,
+    with the median of the same measure for the model's own shortcut bottlenecks, for scale."""
+    from yolo_nonlocal import compare as cmp
+    from yolo_nonlocal.block_usage import block_usage, shortcut_residuals
 
     run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
-    cache = run_dir / "block_evidence.json"
-    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data), "version": 2}
+    cache = run_dir / "block_usage.json"
+    stamp = {"weights_sha1": cmp._sha1_file(weights), "images": str(images)}
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("stamp") == stamp:
             return cached
-    usage = block_usage(str(weights), val_images, imgsz=int(common["imgsz"]), max_images=100)
-    shortcuts = shortcut_residuals(str(weights), val_images, imgsz=int(common["imgsz"]), max_images=100)
-    model = YOLO(str(weights))
-    disable_nonlocal_(model)
-    val_args = {k: common[k] for k in ("imgsz", "batch", "device", "workers") if k in common}
-    model.val(
-        data=str(data), split="val", save_json=True, plots=False, verbose=False, project=str(run_dir),
-        name="coco_val_blocks_off", exist_ok=True, **val_args,
-    )  # fmt: skip
-    metrics = cmp._coco_metrics(str(data), run_dir / "coco_val_blocks_off" / "predictions.json", "val")
+    usage = block_usage(str(weights), images, imgsz=int(common["imgsz"]), max_images=100)
+    shortcuts = shortcut_residuals(str(weights), images, imgsz=int(common["imgsz"]), max_images=100)
     out = {
         "stamp": stamp,
         "residual": {str(u.layer): u.residual for u in usage},
         "gamma": {str(u.layer): u.gamma for u in usage},
         "shortcut_residual_median": statistics.median(shortcuts.values()) if shortcuts else None,
-        "AP_blocks_off": metrics["AP"],
-        "APs_blocks_off": metrics["APs"],
     }
     cache.write_text(json.dumps(out, indent=2))
     return out
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=int, default=20, help="finetune protocol: epochs after inserting the blocks")
     p.add_argument("--n-train", type=int, default=800)
     p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--n-test", type=int, default=500, help="held-out test images (another generator seed); 0: none")
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default=None, help="Ultralytics device (cpu, 0, ...); default: Ultralytics' choice")
@@ -175,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in tasks if t not in TASKS] + [q for q in protocols if q not in PROTOCOLS]
     if bad:
         p.error(f"unknown task/protocol {bad}; tasks: {', '.join(TASKS)}; protocols: {', '.join(PROTOCOLS)}")
+    if args.n_test < 0:
+        p.error("--n-test must be >= 0")
     if args.seeds < 1 or args.epochs < 1 or args.pretrain_epochs < 1 or args.finetune_epochs < 1:
         p.error("--seeds and every --*epochs must be >= 1")
 
@@ -196,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SyntheticConfig(kind=kind, rule=rule, n_train=args.n_train, n_val=args.n_val, imgsz=256, seed=args.data_seed)
         ds_dir = out / "data" / f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
         data = make_dataset(ds_dir, cfg, progress=False)
+        test_data = None
+        if args.n_test:  # a held-out set from another generator seed: no checkpoint is chosen on it
+            test_cfg = SyntheticConfig(
+                kind=kind, rule=rule, n_train=1, n_val=args.n_test, imgsz=256, seed=args.data_seed + TEST_SEED_OFFSET
+            )
+            test_dir = out / "data" / f"{task}-test-{args.n_test}-s{args.data_seed + TEST_SEED_OFFSET}"
+            test_data = make_dataset(test_dir, test_cfg, progress=False)
         for protocol in protocols:
             pairs = {
                 "scratch": (f"{m}.yaml", f"{m}-nl.yaml", args.epochs, None),
@@ -219,12 +247,23 @@ def main(argv: list[str] | None = None) -> int:
             best = max((v for cs in curves.values() for c in cs for v in c if v == v), default=float("nan"))
             target = args.threshold * best if best == best and best > 0 else float("nan")
             for e in result["models"]:
-                evidence = []
+                evidence, off, test = [], [], []
+                score_data = test_data or data  # the ablation is scored where the models are judged
+                if test_data is not None:
+                    _log(f"{task} / {protocol}: {e['model']} on the held-out test set ({args.n_test} images)")
+                    test = [_score(Path(r["weights"]), test_data, Path(r["run_dir"]), "coco_test", common) for r in e["runs"]]
                 if e["role"] == "model":
                     _log(f"{task} / {protocol}: block residuals and AP with the blocks off for {e['model']}")
-                    evidence = [_block_evidence(r, data, ds_dir / "images" / "val", common) for r in e["runs"]]
-                off_ap = _mean_std([v["AP_blocks_off"] for v in evidence])
-                off_aps = _mean_std([v["APs_blocks_off"] for v in evidence])
+                    evidence = [_block_evidence(r, ds_dir / "images" / "val", common) for r in e["runs"]]
+                    name = "coco_test_blocks_off" if test_data is not None else "coco_val_blocks_off"
+                    off = [
+                        _score(Path(r["weights"]), score_data, Path(r["run_dir"]), name, common, blocks_off=True)
+                        for r in e["runs"]
+                    ]
+                off_ap = _mean_std([v["AP"] for v in off])
+                off_aps = _mean_std([v["APs"] for v in off])
+                test_ap = _mean_std([v["AP"] for v in test])
+                test_aps = _mean_std([v["APs"] for v in test])
                 layers = sorted({k for v in evidence for k in v["residual"]}, key=int)
                 residual = {k: statistics.fmean(v["residual"][k] for v in evidence) for k in layers}
                 shortcut = [v["shortcut_residual_median"] for v in evidence if v.get("shortcut_residual_median") is not None]
@@ -253,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                         "epochs_to_threshold_std": ett_std,
                         "threshold_never_reached": sum(r is None for r in reached),
                         "threshold_AP": target if target == target else None,
+                        "AP_test": test_ap[0],
+                        "AP_test_std": test_ap[1],
+                        "APs_test": test_aps[0],
+                        "APs_test_std": test_aps[1],
                         "AP_blocks_off": off_ap[0],
                         "AP_blocks_off_std": off_ap[1],
                         "APs_blocks_off": off_aps[0],
@@ -278,22 +321,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: float) -> str:
-    lines = [
-        f"| task | protocol | model | seeds | epochs | AP (%) | APs (%) | AP50 (%) | AP last {LAST} epochs (%) | epochs to threshold "
-        "| AP blocks off (%) | block residual (%) | params (M) | GFLOPs | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    test = bool(getattr(args, "n_test", 0))
+    head = ["task", "protocol", "model", "seeds", "epochs", "val AP (%)", "val APs (%)", f"val AP, last {LAST} epochs (%)"]
+    head += ["test AP (%)", "test APs (%)"] if test else []
+    head += ["AP blocks off (%)", "block residual (%)", "epochs to threshold", "params (M)", "GFLOPs", "latency ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        off = _fmt(r.get("AP_blocks_off"), r.get("AP_blocks_off_std")) if r.get("AP_blocks_off") is not None else "-"
-        res = ", ".join(f"L{k} {100 * v:.1f}" for k, v in (r.get("block_residual") or {}).items()) or "-"
         ett = "n/a" if r["epochs_to_threshold"] is None else f"{r['epochs_to_threshold']:.1f} ± {r['epochs_to_threshold_std']:.1f}"
         if r["threshold_never_reached"]:
             ett += f" ({r['threshold_never_reached']} never)"
-        lines.append(
-            f"| {r['task']} | {r['protocol']} | {r['model']} | {r['seeds']} | {r['epochs']} | "
-            f"{_fmt(r['AP'], r['AP_std'])} | {_fmt(r['APs'], r['APs_std'])} | {_fmt(r['AP50'], r['AP50_std'])} | "
-            f"{_fmt(r.get('AP_last'), r.get('AP_last_std'))} | {ett} | {off} | {res} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} |"
-        )
+        off = _fmt(r.get("AP_blocks_off"), r.get("AP_blocks_off_std")) if r.get("AP_blocks_off") is not None else "-"
+        res = ", ".join(f"L{k} {100 * v:.1f}" for k, v in (r.get("block_residual") or {}).items()) or "-"
+        cells = [r["task"], r["protocol"], r["model"], str(r["seeds"]), str(r["epochs"]), _fmt(r["AP"], r["AP_std"]),
+                 _fmt(r["APs"], r["APs_std"]), _fmt(r.get("AP_last"), r.get("AP_last_std"))]  # fmt: skip
+        if test:
+            cells += [_fmt(r.get("AP_test"), r.get("AP_test_std")), _fmt(r.get("APs_test"), r.get("APs_test_std"))]
+        cells += [off, res, ett, f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", f"{r['latency_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Differences (model - baseline, AP points; 'within noise' when |d| <= 2 x the larger seed std):"]
     by_key: dict[tuple, dict] = {}
     for r in rows:
@@ -303,17 +347,20 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         if not b or not mdl:
             continue
         parts = []
-        for k in ("AP", "APs", "AP_last"):
+        for k in ("AP", "APs", "AP_last", "AP_test", "APs_test"):
             if b.get(k) is None or mdl.get(k) is None:
-                parts.append(f"{k} n/a")
                 continue
             d = mdl[k] - b[k]
             noise = 2 * max(b[f"{k}_std"] or 0.0, mdl[f"{k}_std"] or 0.0)
             verdict = "within noise" if abs(d) <= noise or b["seeds"] < 2 else ("better" if d > 0 else "worse")
-            parts.append(f"{k.replace('_last', f' last {LAST} epochs')} {100 * d:+.1f} ({verdict})")
-        if mdl.get("AP_blocks_off") is not None and mdl["AP"] is not None:
+            label = {"AP": "val AP", "APs": "val APs", "AP_last": f"val AP last {LAST} epochs", "AP_test": "test AP",
+                     "APs_test": "test APs"}[k]  # fmt: skip
+            parts.append(f"{label} {100 * d:+.1f} ({verdict})")
+        judged = "AP_test" if mdl.get("AP_test") is not None else "AP"
+        if mdl.get("AP_blocks_off") is not None and mdl.get(judged) is not None:
             parts.append(
-                f"{mdl['model']} with its blocks reset to the identity: AP {100 * (mdl['AP_blocks_off'] - mdl['AP']):+.1f}"
+                f"{mdl['model']} with its blocks reset to the identity: {'test AP' if judged == 'AP_test' else 'val AP'} "
+                f"{100 * (mdl['AP_blocks_off'] - mdl[judged]):+.1f}"
             )
         if mdl.get("shortcut_residual_median") is not None:
             parts.append(f"residual of its own shortcut bottlenecks, for scale: median {100 * mdl['shortcut_residual_median']:.0f}%")
@@ -325,10 +372,13 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
         + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
         + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
-        f"protocol (a run that never gets there counts as epochs + 1); AP, APs, AP50 from the best checkpoint "
-        f"(chosen on the validation set it is scored on, for both models alike); AP last {LAST} epochs = the mean "
-        f"per-epoch validation AP of the last {LAST} epochs, free of that selection; AP blocks off = the Non-local checkpoints "
-        f"evaluated with every block reset to the identity (W_z's BatchNorm zeroed); block residual = mean "
+        f"protocol (a run that never gets there counts as epochs + 1); val AP, val APs from the best checkpoint "
+        f"(chosen on the validation set it is scored on, for both models alike); val AP last {LAST} epochs = the mean "
+        f"per-epoch validation AP of the last {LAST} epochs, free of that selection; "
+        + (f"test AP, APs = the best checkpoint on {args.n_test} held-out images (generator seed "
+           f"{args.data_seed + TEST_SEED_OFFSET}); " if test else "")
+        + f"AP blocks off = the Non-local checkpoints scored on the {'test' if test else 'validation'} set with every "
+        f"block reset to the identity (W_z's BatchNorm zeroed); block residual = mean "
         f"norm(W_z y)/norm(x) per NonLocal layer L on up to 100 validation images (0 for a fresh block); "
         f"{minutes:.1f} min in all.",
         f"Machine: {machine.get('platform')}; CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
