@@ -10,7 +10,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/yolo-config
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench bench-small-objects clean
+.PHONY: install demo test test-fast bench bench-small-objects gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ bench: install
 # the small-object evidence protocol (hours on a CPU; minutes on a GPU): see docs/compare.md
 bench-small-objects: install
 	$(BIN)/python benchmarks/small_objects.py
+
+# Wheels for benchmarks/gpu_evidence.sh on a lent GPU machine (Python 3.12, no Ultralytics, no registry):
+# this venv's Ultralytics release, its thop and faster-coco-eval, into .whl/ (git-ignored), to carry there.
+gpu-wheels: install
+	rm -rf .whl
+	$(BIN)/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	    "ultralytics==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("ultralytics"))')" \
+	    "ultralytics-thop==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("ultralytics-thop"))')" \
+	    faster-coco-eval
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU measurements the README still lacks, as one prepared run for a lent GPU (the `device` tool).
+#
+# Prepare here, once (needs the package registries):   make gpu-wheels      # -> .whl/ (git-ignored)
+# Then, through the device tool, with carry [".whl"] and a timeout that leaves time to rerun:
+#     bash benchmarks/gpu_evidence.sh
+# Everything lands in $OUT (the device tool's output folder; benchmarks/runs/gpu elsewhere):
+#   block.txt           benchmarks/block.py --device cuda       (fused vs explicit block, bf16, batch 16)
+#   model.txt           benchmarks/model.py                     (yolov8n vs -nl train step at 640x32, 1280x8)
+#   small_objects.*     benchmarks/small_objects.py --device 0  (the evidence table; AMP on, as Ultralytics
+#                       trains on a GPU) and every run's results.csv (loss curves: did AMP stay finite?)
+# STAGES picks stages (default "block model evidence"); SO_ARGS the small_objects arguments; SO_BUDGET its
+# time limit in seconds. Finished runs are reused, so a second call on a still-warm machine continues.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/runs/gpu}
+mkdir -p "$OUT"
+STAGES=${STAGES:-"block model evidence"}
+SO_ARGS=${SO_ARGS:-"--tasks context --protocols finetune --seeds 3 --pretrain-epochs 40 --finetune-epochs 20 --n-train 800 --n-val 300 --n-test 500 --batch 32 --workers 8"}
+SO_BUDGET=${SO_BUDGET:-360}
+
+if ! python3 -c "import ultralytics" 2>/dev/null; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "gpu_evidence: Ultralytics is not installed and .whl/ holds no wheels: run 'make gpu-wheels' here and carry .whl" >&2
+    exit 2
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH="/tmp/site:$PWD:$PWD/benchmarks/gpu_stub${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export YOLO_OFFLINE=1 YOLO_CONFIG_DIR=${YOLO_CONFIG_DIR:-/tmp/yolo-config} MPLBACKEND=Agg PYTHONUNBUFFERED=1
+python3 -c "import torch, ultralytics, yolo_nonlocal; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ultralytics', ultralytics.__version__, 'yolo_nonlocal', yolo_nonlocal.__version__)" | tee "$OUT/versions.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$OUT/versions.txt"
+
+rc=0
+for stage in $STAGES; do
+  start=$(date +%s)
+  case $stage in
+    block) python3 benchmarks/block.py --device cuda 2>&1 | tee "$OUT/block.txt" || rc=1 ;;
+    model) python3 benchmarks/model.py --device cuda 2>&1 | tee "$OUT/model.txt" || rc=1 ;;
+    evidence)
+      # shellcheck disable=SC2086
+      timeout "$SO_BUDGET" python3 benchmarks/small_objects.py --device 0 --out benchmarks/runs/small_objects_gpu $SO_ARGS \
+        > "$OUT/small_objects.log" 2>&1 || rc=1
+      tail -n 25 "$OUT/small_objects.log"
+      cp benchmarks/runs/small_objects_gpu/small_objects.md benchmarks/runs/small_objects_gpu/small_objects.json "$OUT/" 2>/dev/null
+      (cd benchmarks/runs/small_objects_gpu && find . -name results.csv -path "*runs*" | while read -r f; do
+        mkdir -p "$OUT/results/$(dirname "$f")"; cp "$f" "$OUT/results/$f"; done) ;;
+    *) echo "gpu_evidence: unknown stage '$stage' (block, model, evidence)" >&2; exit 2 ;;
+  esac
+  echo "gpu_evidence: stage $stage took $(( $(date +%s) - start )) s" | tee -a "$OUT/versions.txt"
+done
+exit $rc
