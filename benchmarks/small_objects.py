@@ -371,6 +371,7 @@ def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: f
         f"imgsz={args.imgsz}, batch={args.batch}, seeds={args.seeds}"
         + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
         + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
+        + (f", train args {' '.join(args.train_arg)} (both models)" if args.train_arg else "")
         + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
         f"protocol (a run that never gets there counts as epochs + 1); val AP, val APs from the best checkpoint "
         f"(chosen on the validation set it is scored on, for both models alike); val AP last {LAST} epochs = the mean "
