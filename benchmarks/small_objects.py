@@ -17,9 +17,9 @@ Reported per row: mean and standard deviation over seeds of COCO AP and APs (coc
 checkpoint, selected on the same validation set for both models), the mean validation AP of the last 5
 epochs (free of that selection), the best checkpoint's AP and APs on a held-out test set (--n-test images
 from another generator seed, never used to choose anything: the numbers to judge by), and
-epochs-to-threshold: the first epoch whose validation AP (per-epoch
-coco/AP column, else Ultralytics' mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and
-protocol reached (never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
+epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column, else Ultralytics'
+mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and protocol reached
+(never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
 whether the trained model uses its blocks at all (yolo_nonlocal.block_usage): the AP of the same checkpoints
 with every block reset to the identity, and each block's residual norm(W_z y)/norm(x) on validation images
 (0 for a fresh block). The table names the machine.
