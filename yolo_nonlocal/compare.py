@@ -435,10 +435,10 @@ def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> 
 
 def dataset_label(data: str) -> str:
     """A short name for the chart title: the synthetic task, else the YAML's stem, else its folder."""
+    import yaml
+
     path = Path(data)
     try:
-        import yaml
-
         spec = yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
         spec = None
