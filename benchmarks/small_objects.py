@@ -146,7 +146,7 @@ def _block_evidence(run: dict, images: Path, common: dict) -> dict:
     """Is a trained Non-local model using its blocks? Their residual norm(W_z y)/norm(x) on up to 100 images,
     with the median of the same measure for the model's own shortcut bottlenecks, for scale."""
     from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.block_usage import block_usage, shortcut_residuals
+    from yolo_nonlocal.block_usage import block_usage
 
     run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
     cache = run_dir / "block_usage.json"
@@ -155,8 +155,7 @@ def _block_evidence(run: dict, images: Path, common: dict) -> dict:
         cached = json.loads(cache.read_text())
         if cached.get("stamp") == stamp:
             return cached
-    usage = block_usage(str(weights), images, imgsz=int(common["imgsz"]), max_images=100)
-    shortcuts = shortcut_residuals(str(weights), images, imgsz=int(common["imgsz"]), max_images=100)
+    usage, shortcuts = block_usage(str(weights), images, imgsz=int(common["imgsz"]), max_images=100, shortcuts=True)
     out = {
         "stamp": stamp,
         "residual": {str(u.layer): u.residual for u in usage},

@@ -142,6 +142,10 @@ def test_shortcut_reference_measures_the_bottlenecks(images, trained_like):
         x = seen[0]
         per_image = [float(block.cv2(block.cv1(x[k : k + 1])).norm() / x[k : k + 1].norm()) for k in range(len(x))]
     assert ref["model.4.m.1"] == pytest.approx(float(np.mean(per_image)), rel=1e-4)
+    # one forward pass gives both measures, the same as the two separate calls
+    usage, shortcuts = block_usage(trained_like, images, imgsz=128, shortcuts=True)
+    assert shortcuts == pytest.approx(ref, rel=1e-6)
+    assert [u.residual for u in usage] == pytest.approx([u.residual for u in block_usage(trained_like, images, imgsz=128)], rel=1e-6)
 
 
 def test_disable_rejects_what_is_not_a_model():

@@ -86,6 +86,27 @@ def _letterbox(img_bgr: np.ndarray, imgsz: int, stride: int) -> tuple[np.ndarray
     return out, r
 
 
+def _input_size(net, imgsz: int | None) -> int:
+    """``imgsz``, by default the size the checkpoint was trained at (else 640); at least 32."""
+    if imgsz is None:
+        train_args = getattr(net, "args", None) or {}
+        imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
+    if imgsz < 32:
+        raise ValueError(f"imgsz={imgsz} must be >= 32")
+    return imgsz
+
+
+def _network_input(net, img_bgr: np.ndarray, imgsz: int):
+    """The (1, 3, H, W) float input the detector sees for a BGR image, on the model's device, and the scale r."""
+    import torch
+
+    stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
+    boxed, r = _letterbox(img_bgr, imgsz, stride)
+    p = next(net.parameters())
+    tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(p.device, torch.float32)
+    return tensor[None] / 255.0, r
+
+
 def attention_map(
     model: Any,
     image: str | Path | np.ndarray,
@@ -121,16 +142,7 @@ def attention_map(
     if not (0 <= x < w and 0 <= y < h):
         raise ValueError(f"query={x:g},{y:g} is outside the {w}x{h} image; give X,Y in pixels with 0 <= X < {w}, 0 <= Y < {h}")
 
-    if imgsz is None:
-        train_args = getattr(net, "args", None) or {}
-        imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
-    if imgsz < 32:
-        raise ValueError(f"imgsz={imgsz} must be >= 32")
-    stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
-    boxed, r = _letterbox(img, imgsz, stride)
-    p = next(net.parameters())
-    tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(p.device, torch.float32)
-    tensor = tensor[None] / 255.0
+    tensor, r = _network_input(net, img, _input_size(net, imgsz))
 
     inputs: dict[int, torch.Tensor] = {}
     hooks = [
@@ -147,7 +159,7 @@ def attention_map(
         layer = max(inputs, key=lambda i: inputs[i].shape[2] * inputs[i].shape[3])
     block, feat = layers[layer], inputs[layer]
     gh, gw = int(feat.shape[2]), int(feat.shape[3])
-    ih, iw = boxed.shape[:2]
+    ih, iw = int(tensor.shape[2]), int(tensor.shape[3])
     row = min(int(y * r * gh / ih), gh - 1)
     col = min(int(x * r * gw / iw), gw - 1)
     with torch.inference_mode():

@@ -65,26 +65,23 @@ def _image_paths(source: str | Path | Sequence[str | Path], max_images: int | No
     return paths[:max_images] if max_images else paths
 
 
-def _prepare(model: Any, imgsz: int | None):
-    from yolo_nonlocal.attention_map import _load_model
-
-    net = _load_model(model)
-    if imgsz is None:
-        train_args = getattr(net, "args", None) or {}
-        imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
-    if imgsz < 32:
-        raise ValueError(f"imgsz={imgsz} must be >= 32")
-    return net, imgsz
-
-
-def _residual_ratios(net, modules: dict, paths: list[Path], imgsz: int) -> dict[Any, list[float]]:
-    """Per module, per image: norm(output - input) / norm(input) on a forward pass of the letterboxed image."""
+def _measure(model: Any, source, imgsz: int | None, max_images: int | None, blocks: bool, shortcuts: bool):
+    """One forward pass per image that records norm(output - input) / norm(input) for every NonLocal layer
+    (``blocks``) and every shortcut bottleneck (``shortcuts``); returns the layers and the per-image ratios."""
     import cv2
     import torch
 
-    from yolo_nonlocal.attention_map import _letterbox
+    from yolo_nonlocal.attention_map import _input_size, _load_model, _network_input, _nonlocal_layers
 
-    stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
+    net = _load_model(model)
+    imgsz = _input_size(net, imgsz)
+    layers = _nonlocal_layers(net) if blocks else {}
+    modules: dict[Any, Any] = dict(layers)
+    if shortcuts:  # Ultralytics Bottleneck with its shortcut on (inside C2f / C3k2 / C3), by module name
+        modules.update(
+            {n: m for n, m in net.named_modules() if type(m).__name__ == "Bottleneck" and getattr(m, "add", False)}
+        )
+    paths = _image_paths(source, max_images)
     ratios: dict[Any, list[float]] = {k: [] for k in modules}
 
     def hook(key):
@@ -95,20 +92,17 @@ def _residual_ratios(net, modules: dict, paths: list[Path], imgsz: int) -> dict[
         return record
 
     handles = [m.register_forward_hook(hook(k)) for k, m in modules.items()]
-    p = next(net.parameters())
     try:
         with torch.inference_mode():
             for path in paths:
                 img = cv2.imread(str(path))
                 if img is None:
                     raise FileNotFoundError(f"{path} is not a readable image")
-                boxed, _ = _letterbox(img, imgsz, stride)
-                t = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1)))
-                net(t.to(p.device, torch.float32)[None] / 255.0)
+                net(_network_input(net, img, imgsz)[0])
     finally:
         for h in handles:
             h.remove()
-    return ratios
+    return layers, ratios
 
 
 def block_usage(
@@ -116,21 +110,20 @@ def block_usage(
     source: str | Path | Sequence[str | Path],
     imgsz: int | None = None,
     max_images: int | None = 50,
-) -> list[BlockUsage]:
+    shortcuts: bool = False,
+) -> list[BlockUsage] | tuple[list[BlockUsage], dict[str, float]]:
     """Measure every NonLocal layer of ``model`` on the images of ``source``.
 
     ``model`` is a checkpoint path, a model YAML, an Ultralytics ``YOLO`` or its ``DetectionModel``;
     ``source`` an image, a folder of images or a list of image paths (the first ``max_images`` are used).
     Images are letterboxed as the detector sees them, at ``imgsz`` (default: the training size).
+    Returns a list of :class:`BlockUsage`; with ``shortcuts=True``, that list and the
+    :func:`shortcut_residuals` of the same forward passes.
     """
-    from yolo_nonlocal.attention_map import _nonlocal_layers
-
-    net, imgsz = _prepare(model, imgsz)
-    layers = _nonlocal_layers(net)
+    layers, ratios = _measure(model, source, imgsz, max_images, blocks=True, shortcuts=shortcuts)
     if not layers:
         raise ValueError("the model has no NonLocal layer; pass a Non-local model (e.g. one trained from yolov8n-nl.yaml)")
-    ratios = _residual_ratios(net, layers, _image_paths(source, max_images), imgsz)
-    return [
+    usage = [
         BlockUsage(
             layer=i,
             mode=m.mode,
@@ -142,6 +135,9 @@ def block_usage(
         )
         for i, m in layers.items()
     ]
+    if not shortcuts:
+        return usage
+    return usage, {n: float(np.mean(v)) for n, v in ratios.items() if n not in layers}
 
 
 def shortcut_residuals(
@@ -152,11 +148,7 @@ def shortcut_residuals(
 ) -> dict[str, float]:
     """For scale: the same residual for the model's own shortcut bottlenecks (Ultralytics ``Bottleneck`` with
     its shortcut on, inside C2f / C3k2 / C3), mean over images, by module name. Empty when there are none."""
-    net, imgsz = _prepare(model, imgsz)
-    modules = {n: m for n, m in net.named_modules() if type(m).__name__ == "Bottleneck" and getattr(m, "add", False)}
-    if not modules:
-        return {}
-    ratios = _residual_ratios(net, modules, _image_paths(source, max_images), imgsz)
+    _, ratios = _measure(model, source, imgsz, max_images, blocks=False, shortcuts=True)
     return {n: float(np.mean(v)) for n, v in ratios.items()}
 
 
@@ -221,12 +213,13 @@ def cli(argv: list[str]) -> int:
         model = kv["model"]
         if model.endswith(".pt") and not Path(model).is_file():
             raise FileNotFoundError(f"model={model} does not exist (usage never downloads weights)")
-        usage = block_usage(model, kv["source"], imgsz=ints.get("imgsz"), max_images=ints.get("max_images", 50) or None)
+        usage, reference = block_usage(
+            model, kv["source"], imgsz=ints.get("imgsz"), max_images=ints.get("max_images", 50) or None, shortcuts=True
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"usage: {e}", file=sys.stderr)
         return 2
     print(format_usage(usage))
-    reference = shortcut_residuals(model, kv["source"], imgsz=ints.get("imgsz"), max_images=ints.get("max_images", 50) or None)
     if reference:
         v = sorted(reference.values())
         print(
