@@ -19,7 +19,7 @@ $(BIN)/python:
 # Re-install when the packaging metadata changes; the install is editable, so code edits need none.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[test]"
-	# the oldest supported Ultralytics releases, beside the venv, for tests/test_ultralytics_oldest.py
+	# the oldest supported Ultralytics releases, beside the venv, for tests/integrations/ultralytics/test_ultralytics_oldest.py
 	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-oldest "ultralytics==8.3.0" tqdm py-cpuinfo
 	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-8.4.0 "ultralytics==8.4.0"
 	touch $(STAMP)
@@ -28,7 +28,7 @@ install: $(STAMP)
 
 UPSTREAM       := $(VENV)/upstream
 UPSTREAM_STAMP := $(UPSTREAM)/.installed
-# Upstream YOLOv5/YOLOv7 code for tests/test_yolo_patcher.py, outside site-packages and without dependencies,
+# Upstream YOLOv5/YOLOv7 code for tests/integrations/yolov5/test_yolo_patcher.py, outside site-packages and without dependencies,
 # so the venv's torch, numpy and ultralytics stay as they are; plus what those trees import that the venv lacks.
 $(UPSTREAM_STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/yolov5 yolov5==7.0.14
@@ -38,7 +38,7 @@ $(UPSTREAM_STAMP): | $(BIN)/python
 	touch $@
 
 demo: install
-	$(BIN)/python -m yolo_nonlocal.demo
+	$(BIN)/python -m yolo_nonlocal.tools.demo
 
 # pytest exits 5 when it collects no test: that is a failure here, not a success.
 test: install $(UPSTREAM_STAMP)

@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from yolo_nonlocal import NonLocal  # noqa: E402
-from yolo_nonlocal.machine import describe_machine  # noqa: E402
+from yolo_nonlocal.utils.machine import describe_machine  # noqa: E402
 
 # (label, channels, side): the maps YOLOv8n and YOLOv8s feed a block at P5/P4/P3 of 640 and P3 of 1280
 SIZES = [

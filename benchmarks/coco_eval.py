@@ -2,7 +2,7 @@
 
 A synthetic validation set of IMAGES images x BOXES ground-truth boxes (sizes log-uniform 3..300 px, so every
 COCO and tiny range is populated) and about as many detections (jittered true positives, class confusions,
-false positives) is scored by ``yolo_nonlocal.coco_eval.cocoeval_stats`` with each backend, with COCO's ranges
+false positives) is scored by ``yolo_nonlocal.metrics.coco.cocoeval_stats`` with each backend, with COCO's ranges
 and with the tiny ranges added. This is the extra work per validation (the ground truth is built once and
 cached); the ground-truth build itself is timed on a YOLO dataset written to a temp dir (cold, then cached).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_nonlocal.machine import describe_machine
+from yolo_nonlocal.utils.machine import describe_machine
 
 
 def synthetic(images: int, boxes: int, classes: int, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -58,7 +58,7 @@ def synthetic(images: int, boxes: int, classes: int, seed: int = 0) -> tuple[dic
 
 
 def time_backends(gt: dict, dets: list[dict], repeats: int) -> list[tuple[str, str, float, dict]]:
-    from yolo_nonlocal.coco_eval import cocoeval_stats, resolve_backend
+    from yolo_nonlocal.metrics.coco import cocoeval_stats, resolve_backend
 
     rows = []
     for tiny in (False, True):
@@ -82,7 +82,7 @@ def time_ground_truth(gt: dict, dets: list[dict]) -> tuple[float, float, float]:
     one validation's whole extra work in the Ultralytics integration (collected boxes -> COCOeval, GT in memory)."""
     import cv2
 
-    from yolo_nonlocal import coco_eval
+    from yolo_nonlocal.metrics import coco as coco_eval
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -116,7 +116,7 @@ def time_validator_path(gt: dict, dets: list[dict], image_files: list[str]) -> f
     """What ultralytics_metrics does after each validation: the collected per-image arrays -> COCO stats."""
     from types import SimpleNamespace
 
-    from yolo_nonlocal import ultralytics_metrics as um
+    from yolo_nonlocal.integrations.ultralytics import metrics as um
 
     by_image: dict[int, list[dict]] = {}
     for d in dets:

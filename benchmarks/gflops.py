@@ -26,8 +26,8 @@ def main() -> None:
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import get_flops
 
-    from yolo_nonlocal.machine import describe_machine
-    from yolo_nonlocal.ultralytics_flops import attention_gflops
+    from yolo_nonlocal.utils.machine import describe_machine
+    from yolo_nonlocal.integrations.ultralytics.flops import attention_gflops
 
     print(f"# machine: {describe_machine()}; imgsz {args.imgsz}, nc 80")
     print("| model | params (M) | GFLOPs | of which attention |")

@@ -51,7 +51,7 @@ def _batches(data_yaml: Path, batch: int, count: int, imgsz: int):
     images = sorted((root / spec["train"]).glob("*.png")) + sorted((root / spec["train"]).glob("*.jpg"))
     if len(images) < batch:
         raise SystemExit(f"{root / spec['train']} holds {len(images)} images, fewer than --batch {batch}")
-    from yolo_nonlocal.attention_map import _letterbox
+    from yolo_nonlocal.tools.attention_map import _letterbox
 
     for b in range(min(count, len(images) // batch)):
         imgs, idx, cls, boxes = [], [], [], []
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolo_nonlocal.machine import describe_machine
+    from yolo_nonlocal.utils.machine import describe_machine
     from yolo_nonlocal.nonlocal_block import NonLocal
 
     yolo_nonlocal.register()

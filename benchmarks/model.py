@@ -23,7 +23,7 @@ from copy import deepcopy
 
 import torch
 
-from yolo_nonlocal.machine import describe_machine
+from yolo_nonlocal.utils.machine import describe_machine
 
 VARIANTS = (
     ("yolov8n", "yolov8n.yaml", None),

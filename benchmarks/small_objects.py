@@ -1,10 +1,10 @@
 """The evidence protocol: does a Non-local block buy small-object AP, and where does it not?
 
-Tasks (generated offline by yolo_nonlocal.synthetic, deterministic by seed):
+Tasks (generated offline by yolo_nonlocal.data.synthetic, deterministic by seed):
   context   only the tiny square whose colour occurs exactly once is an object (a long-range cue)
   neutral   tiny shapes, all labelled, no long-range cue (the control: the block should not hurt)
 
-Protocols, each a `yolo_nonlocal.compare` run (identical Ultralytics train arguments, several seeds):
+Protocols, each a `yolo_nonlocal.tools.compare` run (identical Ultralytics train arguments, several seeds):
   scratch   MODEL.yaml vs MODEL-nl.yaml, both from random initialisation
   finetune  the paper's protocol: MODEL.yaml is first trained from scratch (--pretrain-epochs, seed 0);
             then MODEL-nl.yaml starts from those weights (pretrained=, indices remapped by the package's
@@ -20,7 +20,7 @@ from another generator seed, never used to choose anything: the numbers to judge
 epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column, else Ultralytics'
 mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and protocol reached
 (never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
-whether the trained model uses its blocks at all (yolo_nonlocal.block_usage): the AP of the same checkpoints
+whether the trained model uses its blocks at all (yolo_nonlocal.tools.block_usage): the AP of the same checkpoints
 with every block reset to the identity, and each block's residual norm(W_z y)/norm(x) on validation images
 (0 for a fresh block). The table names the machine.
 
@@ -120,8 +120,8 @@ def _score(weights: Path, data: Path, run_dir: Path, name: str, common: dict, bl
     to the identity, the ablation), cached in run_dir/name.json while the weights and data are the same."""
     from ultralytics import YOLO
 
-    from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.block_usage import disable_nonlocal_
+    from yolo_nonlocal.tools import compare as cmp
+    from yolo_nonlocal.tools.block_usage import disable_nonlocal_
 
     cache = run_dir / f"{name}.json"
     stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data), "blocks_off": blocks_off}
@@ -145,8 +145,8 @@ def _score(weights: Path, data: Path, run_dir: Path, name: str, common: dict, bl
 def _block_evidence(run: dict, images: Path, common: dict) -> dict:
     """Is a trained Non-local model using its blocks? Their residual norm(W_z y)/norm(x) on up to 100 images,
     with the median of the same measure for the model's own shortcut bottlenecks, for scale."""
-    from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.block_usage import block_usage
+    from yolo_nonlocal.tools import compare as cmp
+    from yolo_nonlocal.tools.block_usage import block_usage
 
     run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
     cache = run_dir / "block_usage.json"
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.epochs < 1 or args.pretrain_epochs < 1 or args.finetune_epochs < 1:
         p.error("--seeds and every --*epochs must be >= 1")
 
-    from yolo_nonlocal import compare as cmp
-    from yolo_nonlocal.synthetic import SyntheticConfig, load_data_yaml, make_dataset
+    from yolo_nonlocal.tools import compare as cmp
+    from yolo_nonlocal.data.synthetic import SyntheticConfig, load_data_yaml, make_dataset
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -413,7 +413,7 @@ def test_fused_kernel_runs_not_the_math_fallback(mode, sub_sample):
 
 def test_chunked_attention_matches_explicit_with_gradients():
     """The CPU's large-map path: same values and gradients as the explicit form, chunk boundaries included."""
-    from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+    from yolo_nonlocal.ops.chunked_attention import chunked_softmax_attention
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, n, c, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -433,7 +433,7 @@ def test_chunked_backend_parity_and_memory(mode, sub_sample):
     x = torch.randn(*SIZES[2])
     torch.testing.assert_close(block(x).double(), reference_nonlocal(block, x), rtol=1e-5, atol=1e-5)
     # memory: no tensor larger than one chunk of logits, forward and backward (64 queries a chunk here)
-    from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+    from yolo_nonlocal.ops.chunked_attention import chunked_softmax_attention
 
     t = torch.randn(1, 2304, 8, requires_grad=True)
     with _LargestTensor() as rec:

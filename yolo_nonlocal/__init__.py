@@ -16,7 +16,7 @@ _LAZY = {
     "NonLocal2d": "yolo_nonlocal.nonlocal_block",
     "NonLocal3d": "yolo_nonlocal.nonlocal_block",
     "MODES": "yolo_nonlocal.nonlocal_block",
-    "register": "yolo_nonlocal.ultralytics_integration",
+    "register": "yolo_nonlocal.integrations.ultralytics.registration",
 }
 
 

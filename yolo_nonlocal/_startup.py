@@ -15,7 +15,7 @@ The wheel installs two start-up files at the root of site-packages that call :fu
 ``sys`` (already loaded at start-up), so neither torch nor Ultralytics is imported at interpreter start.
 The finder answers for exactly one module name, ``ultralytics.nn.tasks``: it lets the normal finders
 locate it, then wraps the loader so that right after the module body has executed it calls
-:func:`yolo_nonlocal.ultralytics_integration.register`.
+:func:`yolo_nonlocal.integrations.ultralytics.registration.register`.
 
 Nothing here may break Python: :func:`install` never raises, and a failing ``register()`` (a broken or
 half-uninstalled package) only prints one warning line and leaves Ultralytics usable. Set
@@ -38,7 +38,7 @@ _MARKER = "_yolo_nonlocal_autoregister"  # attribute that identifies our finder,
 def _register_now() -> None:
     """Call ``register()``; on failure warn once on stderr and carry on (never raise into an import)."""
     try:
-        from yolo_nonlocal.ultralytics_integration import register
+        from yolo_nonlocal.integrations.ultralytics.registration import register
 
         register()
     except Exception as e:  # a broken install must not break `import ultralytics`

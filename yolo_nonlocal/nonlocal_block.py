@@ -46,20 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_nonlocal.chunked_attention import chunked_softmax_attention
+from yolo_nonlocal.ops.softmax_attention import BACKENDS, ONNX_MIN_OPSET, select_backend, softmax_attention
 
-__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "MODES", "BACKENDS", "ONNX_MIN_OPSET"]
+__all__ = [
+    "NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "BACKENDS", "ONNX_MIN_OPSET",
+]
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
-BACKENDS = ("auto", "sdpa", "explicit", "chunked")
-ONNX_MIN_OPSET = 14  # torch exports scaled_dot_product_attention from opset 14 on
-
-# The CPU's fused SDPA kernel is slower than matrix products (benchmarks/block.py), so ``auto`` on the CPU
-# takes the explicit product while its B x N x N' float32 logits stay under this many elements (64 Mi floats,
-# 256 MiB), and the query-chunked product with a recomputing backward above it, whose memory is linear in N.
-# GPUs, ONNX export and tracing always take SDPA.
-_CPU_EXPLICIT_MAX_LOGITS = 1 << 26
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -67,16 +61,8 @@ _POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _POOL_KERNEL = {1: 2, 2: (2, 2), 3: (1, 2, 2)}
 
 
-def _onnx_export_opset() -> Optional[int]:
-    """The opset of the ONNX export under way (TorchScript-based exporter), or None if unknown."""
-    import importlib
-
-    for where in ("torch.onnx._internal.torchscript_exporter._globals", "torch.onnx._globals"):  # torch >= 2.9, older
-        try:
-            return int(importlib.import_module(where).GLOBALS.export_onnx_opset_version)
-        except Exception:  # private API: absent in this torch release
-            continue
-    return None
+class NonLocalConfigError(ValueError):
+    """A ``NonLocal`` block cannot be built with the arguments given; the message names the argument and the fix."""
 
 
 def _float32(t: torch.Tensor):
@@ -96,6 +82,9 @@ class NonLocal(nn.Module):
         scale: softmax temperature s for the softmax modes; None means 1/sqrt(d) with d the channels of the
             dot product (``c1 // reduction``, or ``c1`` in ``gaussian`` mode). Not used by the other modes.
         inter_channels: bottleneck channels, overriding ``reduction``.
+        init_gamma: initial weight of W_z's BatchNorm. 0 (default, the paper's) makes a fresh block the exact
+            identity; a non-zero value lets theta, phi and g learn from the first step.
+        device, dtype: where and in what dtype the parameters are created, as torch layers take them.
         backend: softmax modes only. ``auto`` (the fastest measured path per device and size), ``sdpa``
             (fused attention kernels), ``explicit`` (matmul + softmax in float32) or ``chunked`` (query-chunked
             matrix products with a recomputing backward, memory linear in N; see ``chunked_attention``).
@@ -114,63 +103,77 @@ class NonLocal(nn.Module):
         scale: Optional[float] = None,
         inter_channels: Optional[int] = None,
         backend: str = "auto",
+        init_gamma: float = 0.0,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         if isinstance(c1, bool) or not isinstance(c1, int) or c1 < 1:
-            raise ValueError(f"NonLocal: c1 (input channels) must be a positive int, got {c1!r}")
+            raise NonLocalConfigError(f"NonLocal: c1 (input channels) must be a positive int, got {c1!r}")
         if mode not in MODES:
-            raise ValueError(f"NonLocal: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+            raise NonLocalConfigError(f"NonLocal: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if dim not in _CONV:
-            raise ValueError(f"NonLocal: dim must be 1, 2 or 3 (sequence, image, clip), got {dim!r}")
+            raise NonLocalConfigError(f"NonLocal: dim must be 1, 2 or 3 (sequence, image, clip), got {dim!r}")
         if not isinstance(sub_sample, bool):
-            raise ValueError(f"NonLocal: sub_sample must be True or False, got {sub_sample!r}")
+            raise NonLocalConfigError(f"NonLocal: sub_sample must be True or False, got {sub_sample!r}")
         if backend not in BACKENDS:
-            raise ValueError(f"NonLocal: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+            raise NonLocalConfigError(f"NonLocal: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if inter_channels is None:
             if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-                raise ValueError(f"NonLocal: reduction must be a positive int, got {reduction!r}")
+                raise NonLocalConfigError(f"NonLocal: reduction must be a positive int, got {reduction!r}")
             inter_channels = c1 // reduction
             if inter_channels < 1:
-                raise ValueError(
+                raise NonLocalConfigError(
                     f"NonLocal: reduction={reduction} leaves 0 bottleneck channels for c1={c1}; "
                     f"use a reduction of at most {c1}"
                 )
         elif isinstance(inter_channels, bool) or not isinstance(inter_channels, int) or inter_channels < 1:
-            raise ValueError(f"NonLocal: inter_channels must be a positive int, got {inter_channels!r}")
+            raise NonLocalConfigError(f"NonLocal: inter_channels must be a positive int, got {inter_channels!r}")
+        if isinstance(init_gamma, bool) or not isinstance(init_gamma, (int, float)) or not math.isfinite(init_gamma):
+            raise NonLocalConfigError(f"NonLocal: init_gamma must be a finite number (0 is the identity), got {init_gamma!r}")
         if scale is not None:
             if mode not in SOFTMAX_MODES:
-                raise ValueError(f"NonLocal: scale applies to the softmax modes {SOFTMAX_MODES}, not to {mode!r}")
+                raise NonLocalConfigError(f"NonLocal: scale applies to the softmax modes {SOFTMAX_MODES}, not to {mode!r}")
             if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
-                raise ValueError(f"NonLocal: scale must be a positive number, got {scale!r}")
+                raise NonLocalConfigError(f"NonLocal: scale must be a positive number, got {scale!r}")
 
         self.c1, self.inter_channels, self.mode = c1, inter_channels, mode
         self.sub_sample, self.dim, self.backend = sub_sample, dim, backend
+        self.init_gamma = float(init_gamma)
+        kw = {"device": device, "dtype": dtype}
         d = c1 if mode == "gaussian" else inter_channels
         self.scale = float(scale) if scale is not None else (1.0 / math.sqrt(d) if mode in SOFTMAX_MODES else None)
 
         conv = _CONV[dim]
-        self.g = conv(c1, inter_channels, kernel_size=1)
-        self.theta = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1)
-        self.phi = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1)
+        self.g = conv(c1, inter_channels, kernel_size=1, **kw)
+        self.theta = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1, **kw)
+        self.phi = None if mode == "gaussian" else conv(c1, inter_channels, kernel_size=1, **kw)
         # concatenation: w^T [theta_i; phi_j], stored as the 2C' -> 1 projection mmcv and the paper use
-        self.concat_project = conv(2 * inter_channels, 1, kernel_size=1, bias=False) if mode == "concatenation" else None
+        self.concat_project = conv(2 * inter_channels, 1, kernel_size=1, bias=False, **kw) if mode == "concatenation" else None
         self.pool = _POOL[dim](kernel_size=_POOL_KERNEL[dim], ceil_mode=True) if sub_sample else None
-        self.w_z = nn.Sequential(conv(inter_channels, c1, kernel_size=1), _BN[dim](c1))
+        self.w_z = nn.Sequential(conv(inter_channels, c1, kernel_size=1, **kw), _BN[dim](c1, **kw))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal embeddings (fan-out, as mmcv), zero BN weight and bias in W_z: the block is the identity."""
+        """Kaiming-normal embeddings (fan-out, as mmcv); W_z's BN weight is ``init_gamma`` and its bias zero.
+
+        With ``init_gamma=0`` (the paper's choice, the default) the block is exactly the identity at insertion,
+        but theta, phi and g then get zero gradient until the BN weight has moved away from zero.
+        """
         for m in (self.g, self.theta, self.phi, self.concat_project, self.w_z[0]):
             if m is not None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.w_z[1].weight)
+        nn.init.constant_(self.w_z[1].weight, self.init_gamma)
         nn.init.zeros_(self.w_z[1].bias)
 
     def extra_repr(self) -> str:
         s = f"c1={self.c1}, inter_channels={self.inter_channels}, mode={self.mode!r}, sub_sample={self.sub_sample}"
         s += f", dim={self.dim}"
+        init_gamma = getattr(self, "init_gamma", 0.0)  # blocks pickled before the option have none
+        if init_gamma:
+            s += f", init_gamma={init_gamma:g}"
         if self.scale is not None:
             s += f", scale={self.scale:.4g}"
         return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")
@@ -224,37 +227,10 @@ class NonLocal(nn.Module):
         return q.flatten(2).transpose(1, 2), k.flatten(2).transpose(1, 2), g.flatten(2).transpose(1, 2)
 
     def _softmax_backend(self, q: torch.Tensor, k: torch.Tensor) -> str:
-        if self.backend != "auto":
-            return self.backend
-        if torch.onnx.is_in_onnx_export() or torch.jit.is_scripting() or torch.jit.is_tracing():
-            return "sdpa"
-        if q.device.type != "cpu":
-            return "sdpa"
-        return "explicit" if q.shape[0] * q.shape[1] * k.shape[1] <= _CPU_EXPLICIT_MAX_LOGITS else "chunked"
+        return select_backend(q, k, self.backend)
 
     def _softmax_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        backend = self._softmax_backend(q, k)
-        if backend == "sdpa":
-            if torch.onnx.is_in_onnx_export():
-                opset = _onnx_export_opset()
-                if opset is not None and opset < ONNX_MIN_OPSET:
-                    raise ValueError(
-                        f"NonLocal's fused attention (scaled_dot_product_attention) exports to ONNX from opset "
-                        f"{ONNX_MIN_OPSET} on; opset {opset} was asked: export with opset={ONNX_MIN_OPSET} or newer"
-                    )
-            c = v.shape[-1]
-            if c != q.shape[-1]:  # gaussian mode: the fused kernels need equal head sizes, so pad g with zeros
-                v = F.pad(v, (0, q.shape[-1] - c))
-            # (B, 1, N, C) contiguous: one head in the layout the fused kernels take; the strided views
-            # that flatten(2).transpose(1, 2) gives would silently fall back to the N x N' math kernel
-            q, k, v = (t.contiguous()[:, None] for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-            return y[:, 0, :, :c]
-        if backend == "chunked":
-            return chunked_softmax_attention(q, k, v, self.scale)
-        with _float32(q):  # the scale goes on q (N x d), not on the N x N' logits: one pass less over them
-            logits = torch.bmm(q.float() * self.scale, k.float().transpose(1, 2))
-            return torch.bmm(logits.softmax(dim=-1), v.float()).to(v.dtype)
+        return softmax_attention(q, k, v, self.scale, self.backend)
 
     def _concat_terms(self, q: torch.Tensor, k: torch.Tensor):
         """a_i = w_theta^T theta_i (B, N, 1) and b_j = w_phi^T phi_j (B, 1, N')."""

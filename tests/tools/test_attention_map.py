@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_nonlocal.attention_map import attention_map, cli
-from yolo_nonlocal.synthetic import SyntheticConfig, make_dataset
+from yolo_nonlocal.tools.attention_map import attention_map, cli
+from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
 YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
-NL_YAML = (Path(__file__).resolve().parents[1] / "model_yamls" / "yolov8-nl.yaml").read_text()
+NL_YAML = (Path(__file__).resolve().parents[2] / "model_yamls" / "yolov8-nl.yaml").read_text()
 
 
 IMAGES: Path | None = None
@@ -168,7 +168,7 @@ def test_non_square_image_is_letterboxed(images, tmp_path):
     img = cv2.imread(str(images / "000000.png"))[:, :96]  # 128 high, 96 wide
     amap = attention_map(yolo, img, (90.0, 120.0), imgsz=128)
     assert amap.input_hw == (128, 96) and amap.grid == (16, 12) and amap.query_cell == (15, 11)
-    from yolo_nonlocal.attention_map import draw
+    from yolo_nonlocal.tools.attention_map import draw
 
     assert draw(img, amap).shape == img.shape
 

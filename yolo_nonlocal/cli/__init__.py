@@ -10,17 +10,19 @@ from __future__ import annotations
 import importlib
 import sys
 
-# sub-command -> (module, function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "eval": ("yolo_nonlocal.coco_eval", "cli", "score a COCO predictions JSON against a YOLO-format dataset"),
-    "compare": ("yolo_nonlocal.compare", "cli", "train a Non-local model and its baseline alike and compare AP/APs"),
-    "make-dataset": ("yolo_nonlocal.synthetic", "cli", "write the offline synthetic small-object datasets"),
-    "attention": ("yolo_nonlocal.attention_map", "cli", "draw where a Non-local block looks for a query pixel"),
-    "usage": ("yolo_nonlocal.block_usage", "cli", "how far a trained model's Non-local blocks moved from the identity"),
-    "patch": ("yolo_nonlocal.yolo_patcher", "cli_patch", "make a YOLOv5/YOLOv7 clone understand NonLocal"),
-    "unpatch": ("yolo_nonlocal.yolo_patcher", "cli_unpatch", "restore a patched YOLOv5/YOLOv7 clone byte for byte"),
-    "status": ("yolo_nonlocal.yolo_patcher", "cli_status", "say whether and how a YOLOv5/YOLOv7 clone is patched"),
+# sub-command -> (module, one-line help); each module's ``main(argv) -> int`` parses with yolo_nonlocal.cli.args
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("yolo_nonlocal.cli.eval", "score a COCO predictions JSON against a YOLO-format dataset"),
+    "compare": ("yolo_nonlocal.cli.compare", "train a Non-local model and its baseline alike and compare AP/APs"),
+    "make-dataset": ("yolo_nonlocal.cli.make_dataset", "write the offline synthetic small-object datasets"),
+    "convert": ("yolo_nonlocal.cli.convert", "convert VisDrone / AI-TOD annotations to YOLO format"),
+    "attention": ("yolo_nonlocal.cli.attention", "draw where a Non-local block looks for a query pixel"),
+    "usage": ("yolo_nonlocal.cli.usage", "how far a trained model's Non-local blocks moved from the identity"),
+    "demo": ("yolo_nonlocal.cli.demo", "the main job end to end on the built-in synthetic dataset"),
+    "yolov5": ("yolo_nonlocal.cli.yolov5", "patch / unpatch / status of a YOLOv5 or YOLOv7 clone"),
 }
+# documented forms of earlier releases, kept for one release: `yolo-nonlocal patch PATH` = `yolov5 patch PATH`
+ALIASES: dict[str, list[str]] = {"patch": ["yolov5", "patch"], "unpatch": ["yolov5", "unpatch"], "status": ["yolov5", "status"]}
 
 
 def parse_key_values(argv: list[str], known: set[str], required: tuple[str, ...], example: str) -> dict[str, str]:
@@ -56,7 +58,7 @@ def _usage() -> str:
 
     width = max(len(c) for c in COMMANDS)
     lines = [f"yolo-nonlocal {__version__}", "", "usage: yolo-nonlocal COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "Run 'yolo-nonlocal COMMAND --help' for a command's arguments."]
     return "\n".join(lines)
 
@@ -71,12 +73,18 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if argv[0] in ALIASES:
+        argv = ALIASES[argv[0]] + argv[1:]
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"yolo-nonlocal: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS) + list(ALIASES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"yolo-nonlocal: error: unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
-    return int(getattr(importlib.import_module(module), func)(rest) or 0)
+    module, _ = COMMANDS[name]
+    return int(importlib.import_module(module).main(rest) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

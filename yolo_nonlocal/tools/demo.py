@@ -1,15 +1,15 @@
 """``make demo``: the package's main job end to end, small enough for a 2-core CPU in under 10 minutes.
 
-It writes the built-in long-range context dataset (:mod:`yolo_nonlocal.synthetic`, ``kind=context``: only
+It writes the built-in long-range context dataset (:mod:`yolo_nonlocal.data.synthetic`, ``kind=context``: only
 the tiny square whose colour occurs exactly once is an object) under ``./demo_runs/data``, then runs
-:func:`yolo_nonlocal.compare.compare` on YOLOv8n and YOLOv8n with Non-local blocks (``yolov8n-nl.yaml``)
+:func:`yolo_nonlocal.tools.compare.compare` on YOLOv8n and YOLOv8n with Non-local blocks (``yolov8n-nl.yaml``)
 with one seed and a short schedule, prints the table with AP and APs for both models, and leaves
 ``demo_runs/compare/compare.{md,csv,json,png}``. Running it again reuses the finished runs.
 
 The preset shows the workflow; it is far too short to be evidence: one seed, a few hundred images, a few
 epochs from scratch (detectors trained from scratch typically need far more before their AP leaves zero).
 ``benchmarks/small_objects.py`` is the measurement protocol. Key=value arguments override the preset,
-e.g. ``python -m yolo_nonlocal.demo epochs=30 seeds=3 device=0``.
+e.g. ``python -m yolo_nonlocal.tools.demo epochs=30 seeds=3 device=0``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             extra.append(arg)  # any other compare / Ultralytics argument
 
     t0 = time.time()
-    from yolo_nonlocal.synthetic import SyntheticConfig, make_dataset
+    from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
     print(f"[demo] writing the context dataset under {out / 'data'} ...", flush=True)
     try:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: {e}", file=sys.stderr)
         return 2
 
-    from yolo_nonlocal import compare as cmp
+    from yolo_nonlocal.tools import compare as cmp
 
     args = [f"{k}={v}" for k, v in preset.items() if k not in _DATASET_KEYS] + extra
     args += [f"data={data_yaml}", f"project={out / 'compare'}"]

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from yolo_nonlocal import coco_eval as ce
-from yolo_nonlocal import ultralytics_metrics as um
+from yolo_nonlocal.metrics import coco as ce
+from yolo_nonlocal.integrations.ultralytics import metrics as um
 
 COCO_KEYS = ["coco/AP", "coco/AP50", "coco/AP75", "coco/APs", "coco/APm", "coco/APl"]
 TINY_KEYS = ["coco/APvt", "coco/APt"]
@@ -43,13 +43,13 @@ def _yolo() -> list[str]:
     """The stock `yolo` command when the start-up hook is installed, else the same entry point after install()."""
     if _hook_installed():
         return [str(Path(sys.executable).parent / "yolo")]
-    code = "import yolo_nonlocal.ultralytics_metrics as m; m.install(); from ultralytics.cfg import entrypoint; entrypoint()"
+    code = "import yolo_nonlocal.integrations.ultralytics.metrics as m; m.install(); from ultralytics.cfg import entrypoint; entrypoint()"
     return [sys.executable, "-c", code]
 
 
 def test_install_is_lazy_and_idempotent():
     code = (
-        "import sys, yolo_nonlocal.ultralytics_metrics as m\n"
+        "import sys, yolo_nonlocal.integrations.ultralytics.metrics as m\n"
         "m.install(); m.install()\n"
         "assert not any(k == 'ultralytics' or k.startswith('ultralytics.') for k in sys.modules), 'imported ultralytics'\n"
         "from ultralytics.models.yolo.detect.val import DetectionValidator as V\n"

@@ -16,16 +16,16 @@ pipeline work end to end:
    stripped) is tried first, then the top level of :func:`model_yaml_dir`.
 4. Pretrained weights of the stock model land in the Non-local model (``YOLO("yolov8n-nl.yaml")
    .load("yolov8n.pt")``, ``yolo train ... pretrained=yolov8n.pt``): layer indices shifted by the inserted
-   blocks are remapped (:mod:`yolo_nonlocal.ultralytics_weights`).
+   blocks are remapped (:mod:`yolo_nonlocal.integrations.ultralytics.weights`).
 5. Model summaries report true GFLOPs: the attention matmuls that Ultralytics' conv/BN FLOP counter
-   misses are added (:mod:`yolo_nonlocal.ultralytics_flops`).
+   misses are added (:mod:`yolo_nonlocal.integrations.ultralytics.flops`).
 6. Checkpoints load under ``ULTRALYTICS_SAFE_LOAD=1``: the block classes join torch's weights-only
    allow-list. ONNX export with an opset below 14 is refused up front with a clear message.
-7. The COCO small-object metrics callbacks of :mod:`yolo_nonlocal.ultralytics_metrics` are installed when
+7. The COCO small-object metrics callbacks of :mod:`yolo_nonlocal.integrations.ultralytics.metrics` are installed when
    that module is present.
 
 Supported Ultralytics: 8.3.0 or newer for YOLOv8 and YOLO11 YAMLs, 8.4.0 or newer for YOLO26 YAMLs
-(checked by ``tests/test_ultralytics_oldest.py`` against the oldest wheel).
+(checked by ``tests/integrations/ultralytics/test_ultralytics_oldest.py`` against the oldest wheel).
 """
 
 from __future__ import annotations
@@ -310,11 +310,11 @@ def _install_export_guard() -> None:
 
 
 def _install_metrics() -> None:
-    """Install the COCO-metrics callbacks of yolo_nonlocal.ultralytics_metrics if that module exists."""
+    """Install the COCO-metrics callbacks of yolo_nonlocal.integrations.ultralytics.metrics if that module exists."""
     try:
-        from yolo_nonlocal import ultralytics_metrics
+        from yolo_nonlocal.integrations.ultralytics import metrics as ultralytics_metrics
     except ModuleNotFoundError as e:
-        if e.name in {"yolo_nonlocal.ultralytics_metrics"}:
+        if e.name in {"yolo_nonlocal.integrations.ultralytics.metrics"}:
             return  # not part of this installation
         raise
     except ImportError as e:
@@ -351,7 +351,7 @@ def register() -> None:
     _wrap_check_yaml(tasks)
     _allow_safe_load()
 
-    from yolo_nonlocal import ultralytics_flops, ultralytics_weights
+    from yolo_nonlocal.integrations.ultralytics import flops as ultralytics_flops, weights as ultralytics_weights
 
     ultralytics_weights.install(tasks)
     ultralytics_flops.install()

@@ -1,4 +1,4 @@
-"""yolo_nonlocal.block_usage: the residual of each trained block, checked against the paper's formula, and the
+"""yolo_nonlocal.tools.block_usage: the residual of each trained block, checked against the paper's formula, and the
 ablation that resets the blocks to the identity, checked against a network with the blocks taken out."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_nonlocal.block_usage import block_usage, cli, disable_nonlocal_, shortcut_residuals
-from yolo_nonlocal.synthetic import SyntheticConfig, make_dataset
+from yolo_nonlocal.tools.block_usage import block_usage, cli, disable_nonlocal_, shortcut_residuals
+from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
 YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
 

@@ -11,7 +11,7 @@ Why
     area ranges and YOLOv5/YOLOv7 give APs only for COCO itself; this module gives COCO's numbers for any
     dataset in YOLO format, with box areas in original-image pixels (the areas COCO's ranges are defined on).
 
-Public API (stable; used by ``yolo_nonlocal.ultralytics_metrics`` and the ``yolo-nonlocal eval`` command)
+Public API (stable; used by ``yolo_nonlocal.integrations.ultralytics.metrics`` and the ``yolo-nonlocal eval`` command)
     ``evaluate(data, predictions, split="val", *, category_ids="auto", tiny=False, backend="auto",
     max_dets=100) -> dict[str, float]``
         ``data``: a data YAML path as Ultralytics reads it (``path``; ``train``/``val``/``test`` each a

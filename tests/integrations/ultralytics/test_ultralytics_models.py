@@ -19,9 +19,9 @@ from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils import torch_utils  # noqa: E402
 
-from yolo_nonlocal import ultralytics_integration as ui  # noqa: E402
+from yolo_nonlocal.integrations.ultralytics import registration as ui  # noqa: E402
 from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
-from yolo_nonlocal.ultralytics_flops import _hidden_attention, attention_gflops  # noqa: E402
+from yolo_nonlocal.integrations.ultralytics.flops import _hidden_attention, attention_gflops  # noqa: E402
 
 FAMILIES = ["yolov8-nl", "yolo11-nl", "yolo26-nl", "yolov8-nl-p2", "yolo11-nl-p2", "yolo26-nl-p2"]
 STOCK = {"yolov8-nl": "yolov8", "yolo11-nl": "yolo11", "yolo26-nl": "yolo26", "yolov8-nl-p2": "yolov8-p2",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from yolo_nonlocal.synthetic import PALETTE, SyntheticConfig, generate_image, make_dataset
+from yolo_nonlocal.data.synthetic import PALETTE, SyntheticConfig, generate_image, make_dataset
 
 CLI = [str(Path(sys.executable).parent / "yolo-nonlocal")]  # the installed console script
 
@@ -199,9 +199,9 @@ def test_shipped_dataset_configs_match_the_generator(tmp_path, config, kind, rul
 
     from ultralytics.data.utils import check_det_dataset
 
-    from yolo_nonlocal.synthetic import TRAIN_ARGS
+    from yolo_nonlocal.data.synthetic import TRAIN_ARGS
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     shutil.copy(repo / "datasets" / f"{config}.yaml", tmp_path / f"{config}.yaml")
     cfg = SyntheticConfig(kind=kind, rule=rule, n_train=2, n_val=1)
     make_dataset(tmp_path / config, cfg, progress=False)

@@ -71,7 +71,7 @@ def _measure(model: Any, source, imgsz: int | None, max_images: int | None, bloc
     import cv2
     import torch
 
-    from yolo_nonlocal.attention_map import _input_size, _load_model, _network_input, _nonlocal_layers
+    from yolo_nonlocal.tools.attention_map import _input_size, _load_model, _network_input, _nonlocal_layers
 
     net = _load_model(model)
     imgsz = _input_size(net, imgsz)

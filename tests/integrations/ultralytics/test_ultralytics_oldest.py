@@ -32,7 +32,7 @@ import ultralytics.nn.tasks as tasks
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.torch_utils import get_flops
 from yolo_nonlocal.nonlocal_block import NonLocal
-from yolo_nonlocal.ultralytics_flops import attention_gflops
+from yolo_nonlocal.integrations.ultralytics.flops import attention_gflops
 assert tasks.NonLocal is NonLocal  # registered by the start-up hook, nothing imported by hand
 for name in {yamls!r}:
     m = DetectionModel(name, verbose=False).eval()

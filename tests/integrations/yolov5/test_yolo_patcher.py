@@ -1,4 +1,4 @@
-"""Tests of yolo_nonlocal.yolo_patcher: patching YOLOv5/YOLOv7 clones so their YAMLs can use NonLocal.
+"""Tests of yolo_nonlocal.integrations.yolov5.patcher: patching YOLOv5/YOLOv7 clones so their YAMLs can use NonLocal.
 
 Two kinds of trees:
 
@@ -9,7 +9,7 @@ Two kinds of trees:
 - real upstream code from the package registry, installed outside the venv's site-packages (see
   ``UPSTREAM``), turned into clone-like trees in a temporary folder: patch, build the -nl models through the
   tree's own ``Model``, forward/backward, ``train.py`` for one epoch, ``attempt_load`` of the result,
-  ``val.py --save-json`` scored by ``yolo_nonlocal.coco_eval``, unpatch and compare every byte. Skipped,
+  ``val.py --save-json`` scored by ``yolo_nonlocal.metrics.coco``, unpatch and compare every byte. Skipped,
   with the command to run, when those folders are absent.
 
 Set ``YOLO_NONLOCAL_REGEN_PATCHES=1`` to rewrite the reference diffs in patches/ instead of comparing them.
@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yolo_nonlocal import yolo_patcher as yp
+from yolo_nonlocal.integrations.yolov5 import patcher as yp
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 PATCHES = REPO / "patches"
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "yolo-nonlocal")
@@ -95,7 +95,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
@@ -776,9 +776,9 @@ def test_real_yolov5_v70_tree(tmp_path, upstream_env, tiny_dataset):
 def _score_with_coco_eval(data: Path, preds: Path) -> None:
     """The package's COCO evaluator reads a YOLOv5/YOLOv7 --save-json file as it is."""
     try:
-        from yolo_nonlocal import coco_eval
+        from yolo_nonlocal.metrics import coco as coco_eval
     except ImportError:
-        pytest.skip("yolo_nonlocal.coco_eval is not available yet")
+        pytest.skip("yolo_nonlocal.metrics.coco is not available yet")
     stats = coco_eval.evaluate(str(data), str(preds))
     assert set(stats) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert stats == coco_eval.evaluate(str(data), str(preds), category_ids=0)  # auto-detected as 0-based

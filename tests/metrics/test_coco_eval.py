@@ -1,4 +1,4 @@
-"""yolo_nonlocal.coco_eval against pycocotools run directly on the same ground truth and detections.
+"""yolo_nonlocal.metrics.coco against pycocotools run directly on the same ground truth and detections.
 
 The dataset is written here from boxes known in pixels (image sizes and box coordinates are powers-of-two
 fractions, so the YOLO labels round-trip exactly); the reference COCO dict is built from those same pixel
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolo_nonlocal import coco_eval as ce
+from yolo_nonlocal.metrics import coco as ce
 
 NAMES = ["car", "person", "never"]  # class 2 has no ground truth
 # (stem, suffix, width, height, [(class, x0, y0, w, h) in pixels]); None = no label file at all

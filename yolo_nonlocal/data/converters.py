@@ -19,8 +19,8 @@ AI-TOD (COCO JSON, e.g. ``annotations/aitod_trainval_v1.json`` with images in ``
 
 Command line::
 
-    python -m yolo_nonlocal.dataset_converters visdrone ROOT      # ROOT holds VisDrone2019-DET-*
-    python -m yolo_nonlocal.dataset_converters aitod ROOT         # ROOT holds images/ and annotations/
+    python -m yolo_nonlocal.data.converters visdrone ROOT      # ROOT holds VisDrone2019-DET-*
+    python -m yolo_nonlocal.data.converters aitod ROOT         # ROOT holds images/ and annotations/
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def convert_aitod(root: str | Path) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m yolo_nonlocal.dataset_converters {visdrone|aitod} ROOT   (see docs/datasets.md)"
+    usage = "usage: python -m yolo_nonlocal.data.converters {visdrone|aitod} ROOT   (see docs/datasets.md)"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)
         return 0 if argv else 2

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_nonlocal.dataset_converters import (
+from yolo_nonlocal.data.converters import (
     AITOD_NAMES,
     VISDRONE_NAMES,
     coco_to_yolo,
@@ -21,7 +21,7 @@ from yolo_nonlocal.dataset_converters import (
     visdrone_rows_to_yolo,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _image(path: Path, w: int, h: int) -> None:

@@ -2,7 +2,7 @@
 
 What
     ``install()`` makes every ``DetectionValidator`` run (task ``detect``) also score its predictions with
-    ``yolo_nonlocal.coco_eval`` (pycocotools, or faster-coco-eval when installed) on box areas in
+    ``yolo_nonlocal.metrics.coco`` (pycocotools, or faster-coco-eval when installed) on box areas in
     original-image pixels, and report ``coco/AP``, ``coco/AP50``, ``coco/AP75``, ``coco/APs``, ``coco/APm``,
     ``coco/APl`` (plus ``coco/APvt``, ``coco/APt`` with ``YOLO_NONLOCAL_TINY=1``):
       - in training, the keys join the validator's stats, so the trainer writes them to ``results.csv`` (and
@@ -24,7 +24,7 @@ Why here and how
 
 Installation is idempotent and never imports Ultralytics itself: a module that is not imported yet is
 patched the moment it is (a post-import hook), so ``install()`` is safe to call from inside Ultralytics' own
-import (``yolo_nonlocal.ultralytics_integration.register()`` calls it when ``ultralytics.nn.tasks`` loads).
+import (``yolo_nonlocal.integrations.ultralytics.registration.register()`` calls it when ``ultralytics.nn.tasks`` loads).
 A module caught half-way through its own import at that moment (``import ultralytics.engine.trainer``
 imports ``nn.tasks`` before it defines ``BaseTrainer``) is patched by an ``on_pretrain_routine_start`` /
 ``on_val_start`` default callback, i.e. before any training or validation uses it. Validators whose class
@@ -85,7 +85,7 @@ def tiny_enabled() -> bool:
 
 def coco_columns(tiny: bool | None = None) -> list[str]:
     """The ``coco/*`` keys a validation adds (``results.csv`` columns), in order."""
-    from yolo_nonlocal.coco_eval import STAT_KEYS, TINY_STAT_KEYS
+    from yolo_nonlocal.metrics.coco import STAT_KEYS, TINY_STAT_KEYS
 
     tiny = tiny_enabled() if tiny is None else tiny
     return [PREFIX + k for k in STAT_KEYS + (TINY_STAT_KEYS if tiny else ())]
@@ -279,7 +279,7 @@ def _gather_stats(original):
 
 def _ground_truth(validator, st: _Collector) -> dict:
     """The validator's GT, built from its dataset's label files once per image list (and cached on disk)."""
-    from yolo_nonlocal.coco_eval import ground_truth_for_images
+    from yolo_nonlocal.metrics.coco import ground_truth_for_images
 
     files = tuple(os.path.abspath(f) for f in validator.dataloader.dataset.im_files)
     if st.gt is None or st.gt_files != files:
@@ -306,7 +306,7 @@ def _top_per_class(conf, cls, max_dets: int):
 
 
 def _evaluate(validator, st: _Collector, tiny: bool) -> dict[str, float]:
-    from yolo_nonlocal.coco_eval import cocoeval_stats, resolve_backend
+    from yolo_nonlocal.metrics.coco import cocoeval_stats, resolve_backend
 
     gt = _ground_truth(validator, st)
     ids = {img["path"]: img["id"] for img in gt["images"]}

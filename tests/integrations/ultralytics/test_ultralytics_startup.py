@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SITE = REPO / "yolo_nonlocal" / "_site"
 
 
@@ -102,6 +102,7 @@ def _fake_package(root: Path, files: dict[str, str]) -> Path:
     pkg = root / "yolo_nonlocal"
     pkg.mkdir(parents=True)
     for name, text in files.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
         (pkg / name).write_text(textwrap.dedent(text))
     return root
 
@@ -127,7 +128,12 @@ def test_failing_register_does_not_break_ultralytics(tmp_path):
     """A half-uninstalled integration warns once and leaves `import ultralytics` working."""
     root = _fake_package(
         tmp_path / "shadow",
-        {"__init__.py": "", "ultralytics_integration.py": "raise ImportError('simulated half-uninstalled package')\n"},
+        {
+            "__init__.py": "",
+            "integrations/__init__.py": "",
+            "integrations/ultralytics/__init__.py": "",
+            "integrations/ultralytics/registration.py": "raise ImportError('simulated half-uninstalled package')\n",
+        },
     )
     shutil.copy(REPO / "yolo_nonlocal" / "_startup.py", root / "yolo_nonlocal" / "_startup.py")
     r = run_py(

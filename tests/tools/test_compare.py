@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from yolo_nonlocal.compare import METRICS, _fingerprint, cli
-from yolo_nonlocal.synthetic import SyntheticConfig, make_dataset
+from yolo_nonlocal.tools.compare import METRICS, _fingerprint, cli
+from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
 YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
 
@@ -33,7 +33,7 @@ def test_compare_end_to_end_and_reuse(context_data, tmp_path):
     from ultralytics import YOLO
 
     from yolo_nonlocal import NonLocal
-    from yolo_nonlocal.coco_eval import evaluate
+    from yolo_nonlocal.metrics.coco import evaluate
 
     project = tmp_path / "cmp"
     args = [
@@ -132,7 +132,7 @@ def test_compare_end_to_end_and_reuse(context_data, tmp_path):
 
 
 def test_chart_title_names_the_dataset(context_data, tmp_path):
-    from yolo_nonlocal.compare import dataset_label
+    from yolo_nonlocal.tools.compare import dataset_label
 
     assert dataset_label(str(context_data)) == "synthetic context task"
     (tmp_path / "VisDrone.yaml").write_text("path: x\ntrain: images/train\nval: images/val\nnames: {0: car}\n")
@@ -186,13 +186,13 @@ def test_help(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_with_a_tiny_preset(tmp_path):
-    """`make demo` runs `python -m yolo_nonlocal.demo`; here with the preset shrunk to seconds."""
+    """`make demo` runs `python -m yolo_nonlocal.tools.demo`; here with the preset shrunk to seconds."""
     import os
 
     env = {**os.environ, "YOLO_NONLOCAL_DEMO_DIR": str(tmp_path / "demo_runs")}
     args = ["n_train=8", "n_val=4", "dataset_imgsz=128", "epochs=1", "imgsz=64", "batch=4", "latency_runs=2"]
     r = subprocess.run(
-        [sys.executable, "-m", "yolo_nonlocal.demo", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "yolo_nonlocal.tools.demo", *args], capture_output=True, text=True, env=env, timeout=600
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "NOT evidence" in r.stdout and "yolov8n-nl" in r.stdout and "APs" in r.stdout

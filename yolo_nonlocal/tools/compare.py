@@ -9,7 +9,7 @@ What it does, for every seed and for both models:
 1. trains through Ultralytics' own trainer (``ultralytics.YOLO(model).train(...)``) with identical
    arguments, ``seed=`` set per run and ``deterministic=True`` (Ultralytics' default);
 2. validates the best checkpoint once more with ``save_json=True`` and scores its ``predictions.json``
-   with :func:`yolo_nonlocal.coco_eval.evaluate` (AP, AP50, AP75, APs, APm, APl);
+   with :func:`yolo_nonlocal.metrics.coco.evaluate` (AP, AP50, AP75, APs, APm, APl);
 3. measures parameters, GFLOPs *including the attention products* that a conv-only FLOP counter misses
    (:meth:`NonLocal.attention_macs`), and batch-1 inference latency on the device used.
 
@@ -22,7 +22,7 @@ dataset (its data.yaml content), every train argument, the seed and the Ultralyt
 half-way is resumed from its ``last.pt``; changing any setting gives a new folder, so nothing is
 overwritten. ``--force`` retrains (into the same folder).
 
-A dataset written by :mod:`yolo_nonlocal.synthetic` carries ``train_args`` in its data.yaml (mosaic,
+A dataset written by :mod:`yolo_nonlocal.data.synthetic` carries ``train_args`` in its data.yaml (mosaic,
 translate, scale and colour jitter off: they would cut the long-range cue out of the image); they are
 applied to both models unless given on the command line, and printed.
 
@@ -113,7 +113,7 @@ class CompareSettings:
 
 def machine_info(device: Any = None) -> dict[str, Any]:
     """Where numbers come from: platform, CPU, accelerator, torch and Ultralytics versions."""
-    from yolo_nonlocal.machine import machine_info as _machine_info
+    from yolo_nonlocal.utils.machine import machine_info as _machine_info
 
     return _machine_info(_torch_device(device))
 
@@ -143,7 +143,7 @@ def model_cost(model, imgsz: int) -> dict[str, Any]:
     from ultralytics.utils import torch_utils
 
     from yolo_nonlocal.nonlocal_block import NonLocal
-    from yolo_nonlocal.ultralytics_flops import attention_gflops, install
+    from yolo_nonlocal.integrations.ultralytics.flops import attention_gflops, install
 
     install()  # idempotent; register() has normally done it already
     model = copy.deepcopy(model).float().cpu().eval()
@@ -202,9 +202,9 @@ def measure_latency(
 
 def _coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
     try:
-        from yolo_nonlocal.coco_eval import evaluate
+        from yolo_nonlocal.metrics.coco import evaluate
     except ImportError as e:  # pragma: no cover - ships with the package
-        raise RuntimeError(f"compare needs yolo_nonlocal.coco_eval for the COCO metrics: {e}") from e
+        raise RuntimeError(f"compare needs yolo_nonlocal.metrics.coco for the COCO metrics: {e}") from e
     res = evaluate(data, str(predictions), split=split)
     out = {k: _finite(res.get(k)) for k in METRICS}
     # COCO reports -1 for an area range without ground truth (APm/APl on tiny-object sets): not a score
@@ -647,7 +647,7 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     if isinstance(pretrained, str):
         kv["pretrained"] = str(Path(pretrained).resolve())
 
-    from yolo_nonlocal.synthetic import load_data_yaml
+    from yolo_nonlocal.data.synthetic import load_data_yaml
 
     suggested = load_data_yaml(data).get("train_args") or {}
     applied = {k: v for k, v in suggested.items() if k not in kv}

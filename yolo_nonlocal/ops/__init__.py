@@ -1,0 +1,1 @@
+"""Attention kernels behind :class:`yolo_nonlocal.nonlocal_block.NonLocal` (torch only, no framework)."""
