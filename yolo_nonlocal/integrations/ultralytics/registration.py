@@ -197,6 +197,11 @@ def _wrap_parse_model(tasks) -> None:
     def parse_model(d, ch, verbose=True, *a, **kw):
         if not isinstance(d, dict):
             return orig(d, ch, verbose, *a, **kw)
+        from yolo_nonlocal.integrations import import_hooks
+        from yolo_nonlocal.integrations.ultralytics import options
+
+        import_hooks.flush()  # patches of modules that were half-imported at register() time (every DDP rank builds)
+        opts = options.read_options(d)  # a bad nonlocal_* key is refused before anything is built
         nl_rows = validate_nonlocal_rows(d)
         if not nl_rows:
             return orig(d, ch, verbose, *a, **kw)
@@ -211,7 +216,10 @@ def _wrap_parse_model(tasks) -> None:
             args = list(rows[i][3] or [])
             rows[i][3] = ["c2" if channels is None else channels[i], *args]
         try:
-            return orig(_split_rows(d, rows), ch, verbose, *a, **kw)
+            built = orig(_split_rows(d, rows), ch, verbose, *a, **kw)
+            if opts.init_gamma != options.DEFAULT_INIT_GAMMA:
+                options.apply_init_gamma(built[0], opts.init_gamma)
+            return built
         except ValueError as e:
             if not str(e).startswith("NonLocal"):
                 raise
@@ -355,5 +363,8 @@ def register() -> None:
 
     ultralytics_weights.install(tasks)
     ultralytics_flops.install()
+    from yolo_nonlocal.integrations.ultralytics import options
+
+    options.install()
     _install_export_guard()
     setattr(tasks, _FLAG, True)

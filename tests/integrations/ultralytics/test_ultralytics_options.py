@@ -1,0 +1,213 @@
+"""Block options from the model YAML (issue 10 item 3): ``nonlocal_init_gamma`` and ``nonlocal_lr_mult``.
+
+Checked against the real installed Ultralytics: the built model's gammas, bit-identical predictions of a stock
+checkpoint at gamma 0, loaded weights winning over the option, bad values refused with the key named, and
+the optimizer's param groups (and their learning rates through warm-up and resume) in a real training.
+"""
+
+from __future__ import annotations
+
+import logging
+from copy import deepcopy
+
+import pytest
+import torch
+import yaml
+
+import yolo_nonlocal
+
+yolo_nonlocal.register()
+
+from ultralytics import YOLO  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load  # noqa: E402
+
+from yolo_nonlocal.integrations.ultralytics import options  # noqa: E402
+from yolo_nonlocal.integrations.ultralytics.options import NonLocalOptionError  # noqa: E402
+from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
+
+
+def _yaml(**keys) -> dict:
+    d = deepcopy(yaml_model_load("yolov8n-nl.yaml"))
+    d.update(keys)
+    return d
+
+
+def _gammas(model) -> list[float]:
+    return [float(b.w_z[1].weight.detach().mean()) for b in model.modules() if isinstance(b, NonLocal)]
+
+
+def _stock_checkpoint(path):
+    from ultralytics import __version__
+
+    torch.manual_seed(0)
+    stock = DetectionModel("yolov8n.yaml", verbose=False)
+    for m in stock.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save({"model": deepcopy(stock).half(), "ema": None, "train_args": {}, "version": __version__}, path)
+    return path
+
+
+def test_defaults_when_keys_are_absent():
+    assert options.read_options({}) == options.BlockOptions(0.0, 1.0)
+    model = DetectionModel(_yaml(), verbose=False)
+    assert _gammas(model) == [0.0, 0.0]
+
+
+def test_init_gamma_is_in_the_built_model_and_its_yaml():
+    model = DetectionModel(_yaml(nonlocal_init_gamma=0.5), verbose=False)
+    blocks = [b for b in model.modules() if isinstance(b, NonLocal)]
+    assert len(blocks) == 2
+    for b in blocks:
+        assert torch.all(b.w_z[1].weight == 0.5) and torch.all(b.w_z[1].bias == 0)
+        assert b.init_gamma == 0.5  # reset_parameters() keeps the option
+        assert "init_gamma=0.5" in repr(b)
+    assert model.yaml["nonlocal_init_gamma"] == 0.5
+
+
+def test_gamma_zero_keeps_a_stock_checkpoint_identical_and_gamma_one_survives_the_load(tmp_path):
+    path = _stock_checkpoint(tmp_path / "yolov8n.pt")
+    src = YOLO(str(path)).model.float().eval()
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        ref = src(x)[0]
+    for gamma in (0.0, 1.0):
+        nl = DetectionModel(_yaml(nonlocal_init_gamma=gamma), verbose=False)
+        nl.load(torch.load(path, weights_only=False))
+        assert _gammas(nl) == [gamma, gamma]  # the blocks are not in the checkpoint: they keep the option
+        with torch.no_grad():
+            out = nl.eval()(x)[0]
+        if gamma == 0.0:
+            assert torch.equal(out, ref), f"max difference {(out - ref).abs().max().item():.3g}"
+        else:
+            assert not torch.allclose(out, ref)  # switched-on blocks change the predictions
+
+
+def test_trained_block_weights_win_over_the_option(tmp_path):
+    """Resume / val / predict of a trained model: its blocks are loaded, never reset to init_gamma."""
+    from ultralytics import __version__
+
+    trained = DetectionModel(_yaml(nonlocal_init_gamma=1.0), verbose=False)
+    for b in trained.modules():
+        if isinstance(b, NonLocal):
+            b.w_z[1].weight.data.fill_(0.37)
+    path = tmp_path / "nl.pt"
+    torch.save({"model": deepcopy(trained).half(), "ema": None, "train_args": {}, "version": __version__}, path)
+    assert YOLO(str(path)).model.yaml["nonlocal_init_gamma"] == 1.0  # the key survives in the checkpoint
+    assert _gammas(YOLO(str(path)).model) == pytest.approx([0.37, 0.37], abs=1e-3)
+    # the trainer's path: the model is rebuilt from the checkpoint's yaml (gamma 1), then its weights land
+    ckpt = torch.load(path, weights_only=False)
+    rebuilt = DetectionModel(deepcopy(ckpt["model"].yaml), verbose=False)
+    assert _gammas(rebuilt) == [1.0, 1.0]
+    rebuilt.load(ckpt)
+    assert _gammas(rebuilt) == pytest.approx([0.37, 0.37], abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("nonlocal_init_gamma", "big", "a finite number"),
+        ("nonlocal_init_gamma", float("nan"), "a finite number"),
+        ("nonlocal_init_gamma", True, "a finite number"),
+        ("nonlocal_init_gamma", [1.0], "a finite number"),
+        ("nonlocal_lr_mult", 0, "a positive number"),
+        ("nonlocal_lr_mult", -5, "a positive number"),
+        ("nonlocal_lr_mult", "fast", "a positive number"),
+        ("nonlocal_lr_mult", float("inf"), "a positive number"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(key, value, fragment):
+    with pytest.raises(NonLocalOptionError, match=rf"{key}.*{fragment}"):
+        DetectionModel(_yaml(**{key: value}), verbose=False)
+    with pytest.raises(NonLocalOptionError, match=key):
+        options.configure(_yaml(), **{key.replace("nonlocal_", ""): value})
+
+
+def test_numeric_strings_are_read_as_numbers():
+    assert options.read_options({"nonlocal_init_gamma": "0.25", "nonlocal_lr_mult": "5"}) == options.BlockOptions(0.25, 5.0)
+
+
+def test_configure_a_yolo_object_and_refuse_to_reset_trained_blocks():
+    model = YOLO("yolov8n-nl.yaml")
+    assert options.configure(model, init_gamma=1.0, lr_mult=5) is model
+    assert model.model.yaml["nonlocal_init_gamma"] == 1.0 and model.model.yaml["nonlocal_lr_mult"] == 5.0
+    assert _gammas(model.model) == [1.0, 1.0]
+    next(b for b in model.model.modules() if isinstance(b, NonLocal)).w_z[1].weight.data[0] = 0.3  # "trained"
+    with pytest.raises(NonLocalOptionError, match="trained weights"):
+        options.configure(model, init_gamma=0.0)
+    options.configure(model, init_gamma=0.0, force=True)
+    assert _gammas(model.model) == [0.0, 0.0]
+    d = options.configure(_yaml(), init_gamma=2)
+    assert d["nonlocal_init_gamma"] == 2.0 and "nonlocal_init_gamma" not in _yaml()
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_param_groups_in_a_real_training_and_resume(tiny_dataset, tmp_path):
+    """1 real epoch of yolo train: block params in their own groups at 5x lr through warm-up; resume keeps them."""
+    cfg = _yaml(nonlocal_init_gamma=1.0, nonlocal_lr_mult=5)
+    (tmp_path / "yolov8n-nl.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    seen, gammas = [], []
+
+    def snapshot(trainer):
+        seen.append([{k: v for k, v in g.items() if k != "params"} | {"n": len(g["params"]),
+                     "ids": {id(p) for p in g["params"]}} for g in trainer.optimizer.param_groups])
+        blocks = [b for b in trainer.model.modules() if isinstance(b, NonLocal)]
+        seen[-1].append({id(p) for b in blocks for p in b.parameters()})
+        gammas.append(_gammas(trainer.model))
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise _Stop
+
+    from ultralytics.utils import LOGGER
+
+    records = _Records()
+    LOGGER.addHandler(records)
+    model = YOLO(str(tmp_path / "yolov8n-nl.yaml"))
+    model.add_callback("on_train_epoch_end", snapshot)
+    model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+    common = dict(data=str(tiny_dataset), imgsz=64, batch=4, workers=0, device="cpu", plots=False, optimizer="SGD",
+                  lr0=0.01, warmup_bias_lr=0.1, nbs=4, amp=False, project=str(tmp_path), exist_ok=True, verbose=False)
+    try:
+        with pytest.raises(_Stop):
+            model.train(epochs=2, name="run", **common)
+    finally:
+        LOGGER.removeHandler(records)
+    groups = seen[0][:-1]
+    block_ids = seen[0][-1]
+    stock = [g for g in groups if "nonlocal_lr_mult" not in g]
+    mine = [g for g in groups if "nonlocal_lr_mult" in g]
+    assert len(stock) == 3 and len(mine) == 3  # weight, bn-weight and bias parts of the blocks
+    assert set().union(*(g["ids"] for g in mine)) == block_ids  # every block parameter, and only those
+    assert not any(g["ids"] & block_ids for g in stock)
+    for g in mine:
+        parent = next(s for s in stock if s.get("weight_decay") == g["weight_decay"] and s.get("param_group") ==
+                      g.get("param_group") and s.get("initial_lr") * 5 == pytest.approx(g["initial_lr"]))
+        assert g["initial_lr"] == pytest.approx(0.05)
+        if g.get("param_group", "") != "bias" and parent["lr"] > 0:  # warm-up ramps both groups to initial_lr*lf
+            assert g["lr"] == pytest.approx(5 * parent["lr"])
+    assert any("block lr = 0.05" in line and "nonlocal_init_gamma=1" in line for line in records.lines), records.lines
+
+    last = tmp_path / "run" / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    saved = ckpt.get("model") or ckpt["ema"]  # recent releases keep only the EMA
+    assert saved.yaml["nonlocal_lr_mult"] == 5 and len(ckpt["optimizer"]["param_groups"]) == 6
+    assert all(g != 1.0 for g in gammas[0])  # the blocks learned during the epoch (started at 1)
+    seen.clear()
+    resumed = YOLO(str(last))
+    resumed.add_callback("on_train_epoch_end", snapshot)
+    resumed.train(resume=True)
+    assert len(seen) == 1 and sum("nonlocal_lr_mult" in g for g in seen[0][:-1]) == 3

@@ -1,0 +1,307 @@
+"""How the blocks of an Ultralytics model start and how fast they learn: two top-level model-YAML keys.
+
+Why
+    With W_z's BatchNorm weight (gamma) at 0 a fresh block is the exact identity (Wang et al. 2018, sec. 4.1),
+    but theta, phi and g then get exactly zero gradient until gamma has moved, and at a detector's learning
+    rate gamma barely moves (issue 10). Two options let a block start switched on and learn faster, from the
+    stock ``yolo`` command (a YAML key, nothing else on the command line) and from Python:
+
+    ``nonlocal_init_gamma: <float>``  the initial gamma of every NonLocal block the YAML builds (default 0.0,
+                                      the exact identity). Applied when the model is *built*; weights loaded
+                                      afterwards win (resume, val, predict of a trained model, a Non-local
+                                      ``pretrained=`` checkpoint), so a trained block is never reset. With
+                                      ``pretrained=<stock yolov8n.pt>`` the blocks (absent from the
+                                      checkpoint) keep this value.
+    ``nonlocal_lr_mult: <float>``     learning-rate multiplier of every NonLocal parameter in Ultralytics
+                                      training (default 1.0: Ultralytics' own optimizer, untouched).
+
+    Both keys stay in the model's ``yaml`` dict, so a checkpoint carries them and ``resume`` rebuilds the same
+    optimizer. Python: :func:`configure` sets them on a model (``YOLO`` object, ``DetectionModel`` or YAML
+    dict) without editing a file; :func:`read_options` reads them back.
+
+How the multiplier works
+    :func:`install` wraps ``BaseTrainer.build_optimizer``: Ultralytics builds its groups (decay / no-decay /
+    bias, MuSGD's muon groups), then every group that holds block parameters is split in two, the block part
+    getting the same options (weight decay, betas, momentum, ``param_group`` name) with ``lr = initial_lr =
+    group lr * nonlocal_lr_mult``. The new groups are appended after Ultralytics' own, so index-based code
+    (the bias warm-up of releases before 8.4.x names groups) keeps addressing the same groups; ``LambdaLR``
+    scales every group from its own ``initial_lr`` and the warm-up ramps each group to ``initial_lr * lf``,
+    so block groups keep the multiplier through warm-up and schedule. With the multiplier at 1.0 nothing is
+    split (checkpoints of earlier runs resume with their optimizer state).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "INIT_GAMMA_KEY",
+    "LR_MULT_KEY",
+    "DEFAULT_INIT_GAMMA",
+    "DEFAULT_LR_MULT",
+    "BlockOptions",
+    "NonLocalOptionError",
+    "read_options",
+    "configure",
+    "apply_init_gamma",
+    "block_modules",
+    "split_param_groups",
+    "install",
+    "uninstall",
+]
+
+INIT_GAMMA_KEY = "nonlocal_init_gamma"
+LR_MULT_KEY = "nonlocal_lr_mult"
+DEFAULT_INIT_GAMMA = 0.0
+DEFAULT_LR_MULT = 1.0
+_MARK = "_yolo_nonlocal_options"
+
+
+class NonLocalOptionError(ValueError):
+    """A ``nonlocal_*`` model-YAML key (or a :func:`configure` argument) has a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """The block options of one model: initial gamma of W_z's BN and the learning-rate multiplier."""
+
+    init_gamma: float = DEFAULT_INIT_GAMMA
+    lr_mult: float = DEFAULT_LR_MULT
+
+
+def _number(key: str, value: Any, *, positive: bool) -> float:
+    """``value`` as a finite float (numeric strings accepted, as Ultralytics reads YAML args), or a clear error."""
+    hint = "a positive number such as 5" if positive else "a finite number such as 1.0 (0 keeps the exact identity)"
+    v = value
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise NonLocalOptionError(f"yolo-nonlocal: model YAML key {key!r} must be {hint}, got {value!r}") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and not v > 0):
+        raise NonLocalOptionError(f"yolo-nonlocal: model YAML key {key!r} must be {hint}, got {value!r}")
+    return float(v)
+
+
+def read_options(d: dict | None) -> BlockOptions:
+    """The validated block options of a model-YAML dict (defaults where a key is absent or null)."""
+    d = d or {}
+    gamma, mult = d.get(INIT_GAMMA_KEY), d.get(LR_MULT_KEY)
+    return BlockOptions(
+        init_gamma=DEFAULT_INIT_GAMMA if gamma is None else _number(INIT_GAMMA_KEY, gamma, positive=False),
+        lr_mult=DEFAULT_LR_MULT if mult is None else _number(LR_MULT_KEY, mult, positive=True),
+    )
+
+
+def block_modules(model) -> list:
+    """The NonLocal blocks (and registered sibling blocks) of a model, in module order."""
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    types = [NonLocal]
+    try:  # sibling blocks of the package, when present (GCNet's global-context block)
+        from yolo_nonlocal.context_block import GlobalContext
+
+        types.append(GlobalContext)
+    except ImportError:
+        pass
+    return [m for m in model.modules() if isinstance(m, tuple(types))]
+
+
+def _gamma_bn(block):
+    """The BatchNorm whose weight is the block's gamma (W_z's for NonLocal), or None if it has none."""
+    w_z = getattr(block, "w_z", None)
+    if w_z is not None and len(w_z) > 1:
+        return w_z[1]
+    return getattr(block, "gamma_bn", None)
+
+
+def apply_init_gamma(model, init_gamma: float) -> int:
+    """Set every block's gamma (and its ``init_gamma``, used by ``reset_parameters``) to ``init_gamma``.
+
+    Touches no random state, so with 0 the model is bit-identical to one built without the option.
+    Returns the number of blocks changed.
+    """
+    import torch
+
+    init_gamma = _number(INIT_GAMMA_KEY, init_gamma, positive=False)
+    n = 0
+    for block in block_modules(model):
+        bn = _gamma_bn(block)
+        if bn is None:
+            continue
+        with torch.no_grad():
+            bn.weight.fill_(init_gamma)
+        block.init_gamma = init_gamma
+        n += 1
+    return n
+
+
+def _untrained(block) -> bool:
+    """Whether a block's gamma is still its initial value (and beta zero): nothing learned would be lost."""
+    import torch
+
+    bn = _gamma_bn(block)
+    if bn is None:
+        return True
+    g0 = float(getattr(block, "init_gamma", 0.0))
+    return bool(torch.all(bn.weight == g0)) and bool(torch.all(bn.bias == 0))
+
+
+def configure(target, *, init_gamma: float | None = None, lr_mult: float | None = None, force: bool = False):
+    """Set the block options on a model without editing its YAML file; returns ``target`` (a dict: a copy).
+
+    ``target`` is an Ultralytics ``YOLO`` object, a ``DetectionModel`` (anything with a ``yaml`` dict) or a
+    model-YAML dict. The keys go into the model's ``yaml`` (so training, its checkpoint and ``resume`` see
+    them); on a built model ``init_gamma`` is also applied to the blocks at once. A block that has already
+    moved from its initial gamma (a trained checkpoint) is not overwritten unless ``force=True``:
+    ``NonLocalOptionError`` says so instead.
+
+    >>> model = YOLO("yolov8n-nl.yaml")
+    >>> configure(model, init_gamma=1.0, lr_mult=5)
+    >>> model.train(data="my.yaml", pretrained="yolov8n.pt")  # blocks start at gamma 1, learn at 5x lr0
+    """
+    values = {}
+    if init_gamma is not None:
+        values[INIT_GAMMA_KEY] = _number(INIT_GAMMA_KEY, init_gamma, positive=False)
+    if lr_mult is not None:
+        values[LR_MULT_KEY] = _number(LR_MULT_KEY, lr_mult, positive=True)
+    if isinstance(target, dict):
+        out = dict(target)
+        out.update(values)
+        return out
+    model = getattr(target, "model", None) if not hasattr(target, "yaml") else target
+    if model is None or not isinstance(getattr(model, "yaml", None), dict):
+        raise TypeError(
+            f"configure: expected an Ultralytics YOLO object, a DetectionModel or a model-YAML dict, got "
+            f"{type(target).__name__}"
+        )
+    if INIT_GAMMA_KEY in values:
+        trained = [b for b in block_modules(model) if not _untrained(b)]
+        if trained and not force:
+            raise NonLocalOptionError(
+                f"yolo-nonlocal: {len(trained)} block(s) of this model have trained weights (gamma moved from its "
+                f"initial value); {INIT_GAMMA_KEY}={values[INIT_GAMMA_KEY]:g} would overwrite them. Configure a "
+                "model built from a YAML (optionally with a stock checkpoint loaded), or pass force=True"
+            )
+        apply_init_gamma(model, values[INIT_GAMMA_KEY])
+    model.yaml.update(values)
+    return target
+
+
+# ------------------------------------------------------------------------------------- the optimizer side
+def split_param_groups(optimizer, block_params: set[int], lr_mult: float) -> int:
+    """Move the block parameters of each param group into a new group with ``lr * lr_mult``; return the count.
+
+    The new group copies every option of its parent (weight decay, momentum/betas, Ultralytics'
+    ``param_group`` name) and is appended after all existing groups.
+    """
+    lr_mult = _number(LR_MULT_KEY, lr_mult, positive=True)
+    new = []
+    for group in optimizer.param_groups:
+        mine = [p for p in group["params"] if id(p) in block_params]
+        if not mine:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in block_params]
+        extra = {k: v for k, v in group.items() if k != "params"}
+        extra["lr"] = group["lr"] * lr_mult
+        if "initial_lr" in group:
+            extra["initial_lr"] = group["initial_lr"] * lr_mult
+        extra["nonlocal_lr_mult"] = lr_mult
+        new.append({"params": mine, **extra})
+    for g in new:
+        g.setdefault("initial_lr", g["lr"])
+        optimizer.add_param_group(g)
+    return sum(len(g["params"]) for g in new)
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)  # DDP / DataParallel
+
+
+def _log(msg: str) -> None:
+    try:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(msg)
+    except Exception:
+        pass
+
+
+def _build_optimizer(original):
+    def build_optimizer(self, model, *args, **kwargs):
+        optimizer = original(self, model, *args, **kwargs)
+        try:
+            net = _unwrap(model)
+            opts = read_options(getattr(net, "yaml", None))
+        except NonLocalOptionError:
+            raise
+        except Exception:
+            return optimizer
+        blocks = block_modules(net)
+        if not blocks:
+            return optimizer
+        params = {id(p) for b in blocks for p in b.parameters() if p.requires_grad}
+        moved = split_param_groups(optimizer, params, opts.lr_mult) if opts.lr_mult != 1.0 else 0
+        lrs = sorted({g["lr"] for g in optimizer.param_groups if any(id(p) in params for p in g["params"])})
+        gammas = sorted({round(float(_gamma_bn(b).weight.detach().mean()), 6) for b in blocks if _gamma_bn(b) is not None})
+        _log(
+            f"yolo-nonlocal: {len(blocks)} block(s); block lr = {', '.join(f'{x:.6g}' for x in lrs)} "
+            f"({LR_MULT_KEY}={opts.lr_mult:g}, {moved} parameter tensors in their own param groups); "
+            f"{INIT_GAMMA_KEY}={opts.init_gamma:g} (mean gamma now {', '.join(f'{g:g}' for g in gammas)})"
+        )
+        return optimizer
+
+    return build_optimizer
+
+
+def patch_trainer(module) -> None:
+    """Wrap ``module.BaseTrainer.build_optimizer`` (idempotent; re-applied after a reload re-creates the class)."""
+    cls = getattr(module, "BaseTrainer", None)
+    if cls is None:
+        return
+    current = cls.__dict__.get("build_optimizer")
+    if current is None or getattr(current, _MARK, None) is not None:
+        return
+    wrapper = _build_optimizer(current)
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        try:
+            setattr(wrapper, attr, getattr(current, attr))
+        except AttributeError:
+            pass
+    wrapper.__wrapped__ = current
+    setattr(wrapper, _MARK, current)
+    cls.build_optimizer = wrapper
+
+
+def unpatch_trainer(module) -> None:
+    """Restore ``BaseTrainer.build_optimizer`` if the wrapper installed by :func:`patch_trainer` is on top."""
+    cls = getattr(module, "BaseTrainer", None)
+    current = cls.__dict__.get("build_optimizer") if cls is not None else None
+    original = getattr(current, _MARK, None)
+    if original is not None:
+        cls.build_optimizer = original
+
+
+_TRAINER = "ultralytics.engine.trainer"
+_HOOK = "yolo_nonlocal.options"
+
+
+def install() -> None:
+    """Wrap the trainer's ``build_optimizer`` now or as soon as the trainer is imported (and after reloads)."""
+    from yolo_nonlocal.integrations import import_hooks
+
+    import_hooks.add_hook(_TRAINER, _HOOK, patch_trainer)
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    import sys
+
+    from yolo_nonlocal.integrations import import_hooks
+
+    import_hooks.remove_hook(_TRAINER, _HOOK)
+    module = sys.modules.get(_TRAINER)
+    if module is not None:
+        unpatch_trainer(module)
