@@ -82,7 +82,7 @@ def time_ground_truth(gt: dict, dets: list[dict]) -> tuple[float, float, float]:
     one validation's whole extra work in the Ultralytics integration (collected boxes -> COCOeval, GT in memory)."""
     import cv2
 
-    from yolo_nonlocal.metrics import coco as coco_eval
+    from yolo_nonlocal.metrics.ground_truth import build_ground_truth, clear_memory_cache
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -100,13 +100,13 @@ def time_ground_truth(gt: dict, dets: list[dict]) -> tuple[float, float, float]:
             (root / "labels" / "val" / f"{stem}.txt").write_text("\n".join(per_image.get(img["id"], [])) + "\n")
         data = {"path": str(root), "val": "images/val", "names": [c["name"] for c in gt["categories"]]}
         os.environ["YOLO_NONLOCAL_CACHE_DIR"] = str(root / "cache")
-        coco_eval._MEMORY_CACHE.clear()
+        clear_memory_cache()
         t0 = time.perf_counter()
-        coco_eval.build_ground_truth(data)
+        build_ground_truth(data)
         cold = time.perf_counter() - t0
-        coco_eval._MEMORY_CACHE.clear()
+        clear_memory_cache()
         t0 = time.perf_counter()
-        coco_eval.build_ground_truth(data)
+        build_ground_truth(data)
         cached = time.perf_counter() - t0
         per_epoch = time_validator_path(gt, dets, sorted(str(p) for p in (root / "images" / "val").iterdir()))
     return cold, cached, per_epoch

@@ -17,9 +17,9 @@ from yolo_nonlocal.data.converters import (
     coco_to_yolo,
     convert_aitod,
     convert_visdrone,
-    main,
     visdrone_rows_to_yolo,
 )
+from yolo_nonlocal.cli import convert as convert_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,5 +165,89 @@ def test_coco_errors_are_precise(tmp_path):
     bad.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="needs 'annotations'"):
         coco_to_yolo(bad, root / "images" / "trainval")
-    assert main(["visdrone", str(tmp_path / "nowhere")]) == 2
-    assert main(["aitod", str(root)]) == 0
+
+
+
+def test_convert_command_in_process(tmp_path, capsys):
+    root = tmp_path / "AI-TOD"
+    _aitod_fixture(root)
+    assert convert_cli.main(["format=visdrone", f"root={tmp_path / 'nowhere'}"]) == 2
+    assert "yolo-nonlocal convert: error: " in capsys.readouterr().err
+    assert convert_cli.main(["format=coco", f"root={root}"]) == 2
+    assert "format='coco' is not one of: visdrone, aitod" in capsys.readouterr().err
+    assert convert_cli.main([f"root={root}"]) == 2
+    assert "missing format=" in capsys.readouterr().err
+    assert convert_cli.main(["format=aitod", f"root={root}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "aitod_train_v1.json: images 1, kept 2, crowd_or_ignore 2, empty 0, missing_images 0"
+    assert len(out) == 3 and (root / "labels" / "trainval" / "a.txt").is_file()
+    assert convert_cli.main(["--help"]) == 0 and "format=FORMAT" in capsys.readouterr().out
+
+
+def test_the_module_form_of_earlier_releases_still_converts(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    root = tmp_path / "AI-TOD"
+    _aitod_fixture(root)
+    monkeypatch.setattr(sys, "argv", ["converters", "aitod", str(root)])
+    monkeypatch.delitem(sys.modules, "yolo_nonlocal.data.converters")  # run it as __main__, as python -m does
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("yolo_nonlocal.data.converters", run_name="__main__")
+    assert info.value.code == 0
+    captured = capsys.readouterr()
+    assert "yolo-nonlocal convert format=aitod" in captured.err and "aitod_test_v1.json: images 1" in captured.out
+
+
+def _exif_rotated_image(path: Path, stored_w: int, stored_h: int) -> None:
+    """A JPEG stored ``stored_w`` x ``stored_h`` with EXIF orientation 6: decoders (and Ultralytics) show it turned."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (stored_w, stored_h), (90, 90, 90)).save(path, exif=exif.tobytes())
+
+
+def test_exif_rotated_images_get_labels_of_the_displayed_size(tmp_path):
+    """Labels normalised by the stored size land wrong on the turned image Ultralytics trains on."""
+    root = tmp_path / "VisDrone"
+    split = root / "VisDrone2019-DET-val"
+    _exif_rotated_image(split / "images" / "0000001_r.jpg", 200, 100)  # displays 100 wide x 200 high
+    (split / "annotations").mkdir(parents=True)
+    (split / "annotations" / "0000001_r.txt").write_text("10,20,30,40,1,4,0,0\n")  # pixels of the displayed image
+    convert_visdrone(root)
+    assert _rows(split / "labels" / "0000001_r.txt") == [pytest.approx([3, 25 / 100, 40 / 200, 30 / 100, 40 / 200])]
+    cfg = tmp_path / "VisDrone.yaml"
+    shutil.copy(REPO / "datasets" / "VisDrone.yaml", cfg)
+    labels = _ultralytics_labels(cfg, "val")  # Ultralytics itself: the same normalised box on the turned image
+    assert labels["0000001_r"] == [pytest.approx((3, 0.25, 0.2, 0.3, 0.2), abs=1e-5)]
+
+    aitod = tmp_path / "AI-TOD"
+    _exif_rotated_image(aitod / "images" / "test" / "r.jpg", 200, 100)
+    ann = aitod / "annotations" / "aitod_test_v1.json"
+    ann.parent.mkdir(parents=True)
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(AITOD_NAMES)]
+    box = {"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 20, 30, 40]}
+    for width, height in ((0, 0), (100, 200)):  # no size in the JSON: the file's, as shown; or the shown size
+        ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "r.jpg", "width": width, "height": height}],
+                                   "annotations": [box], "categories": cats}))
+        convert_aitod(aitod)
+        assert _rows(aitod / "labels" / "test" / "r.txt") == [pytest.approx([1, 0.25, 0.2, 0.3, 0.2])]
+    (aitod / "labels" / "test" / "r.txt").unlink()
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "r.jpg", "width": 200, "height": 100}],
+                               "annotations": [box], "categories": cats}))
+    with pytest.raises(ValueError, match=r"'r.jpg' is 200x100 in the JSON but 100x200 as Ultralytics sees it"):
+        convert_aitod(aitod)
+    assert not (aitod / "labels" / "test" / "r.txt").exists()  # refused before anything was written
+
+
+def test_a_bad_row_stops_the_conversion_before_any_label_is_written(tmp_path):
+    split = tmp_path / "VisDrone" / "VisDrone2019-DET-train"
+    for stem, ann in (("0000001_a", "10,20,30,40,1,4,0,0\n"), ("0000002_b", "1,1,2,2,1,12,0,0\n")):
+        _image(split / "images" / f"{stem}.jpg", 64, 64)
+        (split / "annotations").mkdir(parents=True, exist_ok=True)
+        (split / "annotations" / f"{stem}.txt").write_text(ann)
+    with pytest.raises(ValueError, match=r"0000002_b\.txt:1: category 12 is outside"):
+        convert_visdrone(tmp_path / "VisDrone")
+    assert not (split / "labels").exists()

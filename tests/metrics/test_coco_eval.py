@@ -1,4 +1,5 @@
-"""yolo_nonlocal.metrics.coco against pycocotools run directly on the same ground truth and detections.
+"""yolo_nonlocal.metrics (datasets, ground truth, predictions, COCO core) and ``yolo-nonlocal eval`` against
+pycocotools run directly on the same ground truth and detections.
 
 The dataset is written here from boxes known in pixels (image sizes and box coordinates are powers-of-two
 fractions, so the YOLO labels round-trip exactly); the reference COCO dict is built from those same pixel
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yolo_nonlocal.cli import eval as eval_cli
 from yolo_nonlocal.metrics import coco as ce
+from yolo_nonlocal.metrics import ground_truth as gtm
 
 NAMES = ["car", "person", "never"]  # class 2 has no ground truth
 # (stem, suffix, width, height, [(class, x0, y0, w, h) in pixels]); None = no label file at all
@@ -118,7 +121,7 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_NONLOCAL_CACHE_DIR", str(tmp_path / "cache"))
-    ce._MEMORY_CACHE.clear()
+    gtm.clear_memory_cache()
 
 
 BACKENDS = ["pycocotools", "faster-coco-eval"]
@@ -174,12 +177,12 @@ def test_ground_truth_is_cached_and_rebuilt_when_a_label_changes(dataset, tmp_pa
     gt = ce.build_ground_truth(dataset)
     cached = list((tmp_path / "cache" / "coco_gt").glob("*.json"))
     assert len(cached) == 1
-    ce._MEMORY_CACHE.clear()
+    gtm.clear_memory_cache()
 
     def no_reads(path):
         raise AssertionError("the cached ground truth should have been used")
 
-    monkeypatch.setattr(ce, "_image_size", no_reads)
+    monkeypatch.setattr(gtm, "image_size", no_reads)
     assert ce.build_ground_truth(dataset) == gt  # from the file cache, no image opened
     monkeypatch.undo()
     monkeypatch.setenv("YOLO_NONLOCAL_CACHE_DIR", str(tmp_path / "cache"))
@@ -201,20 +204,81 @@ def test_cache_beside_labels_falls_back_to_user_cache_when_read_only(tmp_path, m
     monkeypatch.delenv("YOLO_NONLOCAL_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     data = _write_dataset(tmp_path / "ro")
-    real_write = ce._write_json_atomic
+    real_write = gtm._write_json_atomic
 
     def read_only_dataset(path, obj):
         if str(path).startswith(str(tmp_path / "ro")):
             raise PermissionError(13, "Read-only file system", str(path))
         real_write(path, obj)
 
-    monkeypatch.setattr(ce, "_write_json_atomic", read_only_dataset)
+    monkeypatch.setattr(gtm, "_write_json_atomic", read_only_dataset)
     gt = ce.build_ground_truth(data)
     assert len(list((tmp_path / "xdg" / "yolo-nonlocal" / "coco_gt").glob("*.json"))) == 1
     assert not list((tmp_path / "ro").rglob("*.coco-gt-*.json"))
-    ce._MEMORY_CACHE.clear()
-    monkeypatch.setattr(ce, "_image_size", lambda path: pytest.fail("the user-cache copy should have been used"))
+    gtm.clear_memory_cache()
+    monkeypatch.setattr(gtm, "image_size", lambda path: pytest.fail("the user-cache copy should have been used"))
     assert ce.build_ground_truth(data) == gt
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_cache_beside_labels_is_readable_like_a_normal_file(tmp_path, monkeypatch, umask):
+    """Issue 11: the cache beside a shared dataset's labels was 0600 (mkstemp); Ultralytics' val.cache is 0644."""
+    monkeypatch.delenv("YOLO_NONLOCAL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    data = _write_dataset(tmp_path / "shared")
+    old = os.umask(umask)
+    try:
+        ce.build_ground_truth(data)
+        (tmp_path / "plain.txt").write_text("a file written the ordinary way")
+    finally:
+        os.umask(old)
+    (cache,) = (tmp_path / "shared" / "labels").glob("val.coco-gt-*.json")
+    mode = cache.stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert mode == {0o022: 0o644, 0o027: 0o640}[umask]
+    assert not list((tmp_path / "shared" / "labels").glob("*.tmp"))  # no temporary file left behind
+    assert not (tmp_path / "xdg").exists()  # beside the labels was writable: the user cache is not used
+
+
+def test_importing_the_metrics_package_loads_no_framework():
+    code = ("import sys, yolo_nonlocal.metrics as m\n"
+            "assert not {'numpy', 'torch', 'ultralytics'} & set(sys.modules), sorted(sys.modules)\n"
+            "from yolo_nonlocal.metrics.coco import (evaluate, cocoeval_stats, resolve_backend, ground_truth_for_images,"
+            " STAT_KEYS, TINY_STAT_KEYS, CocoEvalError, build_ground_truth, load_data_config)\n"
+            "assert m.evaluate is evaluate and m.STAT_KEYS is STAT_KEYS and m.CocoEvalError is CocoEvalError\n"
+            "assert m.load_data_config.__module__ == 'yolo_nonlocal.metrics.datasets'\n"
+            "assert not {'torch', 'ultralytics'} & set(sys.modules)\n"
+            "try:\n    m.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "YOLO_NONLOCAL_NO_AUTOREGISTER": "1"})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_data_config_serves_every_caller(tmp_path):
+    import yaml
+
+    from yolo_nonlocal.metrics import datasets
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = repo / "datasets" / "context.yaml"  # the synthetic sets carry train_args for compare
+    cfg = datasets.load_data_config(shipped)
+    raw = yaml.safe_load(shipped.read_text())
+    assert cfg["train_args"] == raw["train_args"] and cfg["train_args"]
+    assert cfg["root"] == shipped.parent and cfg["names"] == [raw["names"][i] for i in range(len(raw["names"]))]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("val: images\nnc: 2\n")
+    assert datasets.load_data_config(bare)["train_args"] == {}
+    assert datasets.load_data_config(bare)["names"] == ["class_0", "class_1"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("val: images\nnames: [a]\ntrain_args: [mosaic, 0]\n")
+    with pytest.raises(datasets.DataConfigError, match=r"'train_args' must be a mapping .*train_args: \{mosaic: 0\}"):
+        datasets.load_data_config(bad)
+    with pytest.raises(ce.CocoEvalError, match=r"nowhere\.yaml' does not exist"):  # the error of earlier releases
+        datasets.load_data_config(tmp_path / "nowhere.yaml")
+    assert issubclass(datasets.DataConfigError, ce.CocoEvalError) and issubclass(ce.CocoEvalError, ValueError)
+    assert datasets.label_file_for(os.path.join(os.sep, "d", "images", "v", "images", "x.y.jpg")) == os.path.join(
+        os.sep, "d", "images", "v", "labels", "x.y.txt")  # the last images/ folder, the last suffix
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -362,12 +426,51 @@ def test_cli_writes_out_json_in_a_subprocess(dataset, tmp_path):
 
 
 def test_cli_argument_errors_return_2(dataset, capsys):
-    assert ce.cli([f"data={dataset}"]) == 2
-    assert "missing predictions=" in capsys.readouterr().err
-    assert ce.cli([f"data={dataset}", "predictions=x.json", "color=red"]) == 2
-    assert "unknown argument 'color'" in capsys.readouterr().err
-    assert ce.cli([f"data={dataset}", "predictions=x.json", "tiny=maybe"]) == 2
+    assert eval_cli.main([f"data={dataset}"]) == 2
+    assert "yolo-nonlocal eval: error: missing predictions=" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "color=red"]) == 2
+    assert "yolo-nonlocal eval: error: unknown argument 'color'" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "tiny=maybe"]) == 2
     assert "tiny='maybe' is not a boolean" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "split=val", "split=test"]) == 2
+    assert "'split' is given twice" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "max_det=5"]) == 2
+    assert "did you mean max_dets=?" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "max_dets=many"]) == 2
+    assert "max_dets='many' must be an integer" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset}", "predictions=x.json", "backend=tensorflow"]) == 2
+    assert "backend='tensorflow' is not one of auto, pycocotools, faster-coco-eval" in capsys.readouterr().err
+    assert eval_cli.main([f"data={dataset.parent / 'nope.yaml'}", "predictions=x.json"]) == 2
+    assert "nope.yaml' does not exist" in capsys.readouterr().err
+    assert eval_cli.main(["--help"]) == 0
+    assert "category_ids" in capsys.readouterr().out
+
+
+def test_cli_in_process_prints_the_table_warns_and_writes_json(dataset, tmp_path, capsys):
+    dets = [d for d in _detections(7) if d["category_id"] in (1, 2)]  # ambiguous ids: 1-based with a warning
+    (tmp_path / "pred.json").write_text(json.dumps(dets))
+    out = tmp_path / "deep" / "stats.json"
+    argv = [f"data={dataset}", f"predictions={tmp_path / 'pred.json'}", f"json={out}", "backend=pycocotools"]
+    assert eval_cli.main(argv) == 0
+    captured = capsys.readouterr()
+    with pytest.warns(ce.CategoryIdWarning):
+        want = ce.evaluate(dataset, dets, backend="pycocotools")
+    assert json.loads(out.read_text()) == pytest.approx(want, abs=1e-12)
+    assert "yolo-nonlocal eval: warning: category ids 1..2 fit both" in captured.err
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("COCO bbox AP (pycocotools): 5 images, 15 objects, ")
+    assert lines[1].split() == list(ce.STAT_KEYS)
+    assert lines[2].split() == [f"{want[k]:.4f}" for k in ce.STAT_KEYS]
+    assert lines[3] == f"Saved {out}"
+    (tmp_path / "file").write_text("")
+    assert eval_cli.main([*argv[:2], f"json={tmp_path / 'file' / 'stats.json'}"]) == 2  # a file where a folder goes
+    assert "yolo-nonlocal eval: error: cannot write json=" in capsys.readouterr().err
+
+
+def test_format_stats_marks_ranges_without_ground_truth():
+    text = eval_cli.format_stats({"AP": 0.5, "AP50": 1.0, "AP75": 0.25, "APs": -1.0, "APm": 0.125, "APl": -1.0})
+    assert text.splitlines() == ["    AP    AP50    AP75  APs     APm  APl",
+                                 "0.5000  1.0000  0.2500    -  0.1250    -"]
 
 
 def test_a_stem_shared_by_two_images_needs_file_name(tmp_path):

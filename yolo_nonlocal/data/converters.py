@@ -17,10 +17,16 @@ AI-TOD (COCO JSON, e.g. ``annotations/aitod_trainval_v1.json`` with images in ``
     Category ids become contiguous classes in ascending id order; crowd boxes and boxes marked
     ``ignore`` are skipped.
 
-Command line::
+Image sizes are the ones Ultralytics sees: EXIF orientation applied (:func:`yolo_nonlocal.utils.images.image_size`),
+so a photo stored 4000 x 3000 that displays 3000 x 4000 gets labels normalised by 3000 x 4000. Each converter
+reads and checks every annotation before it writes a label, so a malformed file stops it with nothing half-done.
 
-    python -m yolo_nonlocal.data.converters visdrone ROOT      # ROOT holds VisDrone2019-DET-*
-    python -m yolo_nonlocal.data.converters aitod ROOT         # ROOT holds images/ and annotations/
+Command line (:mod:`yolo_nonlocal.cli.convert`)::
+
+    yolo-nonlocal convert format=visdrone root=ROOT      # ROOT holds VisDrone2019-DET-*
+    yolo-nonlocal convert format=aitod root=ROOT         # ROOT holds images/ and annotations/
+
+``python -m yolo_nonlocal.data.converters visdrone ROOT``, the form of earlier releases, still runs it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from yolo_nonlocal.metrics.datasets import has_images_folder, label_file_for
+from yolo_nonlocal.utils.images import image_size, is_image
+
 __all__ = [
     "VISDRONE_NAMES",
     "AITOD_NAMES",
@@ -38,7 +47,7 @@ __all__ = [
     "convert_visdrone",
     "coco_to_yolo",
     "convert_aitod",
-    "main",
+    "FORMATS",
 ]
 
 VISDRONE_NAMES = (
@@ -52,18 +61,6 @@ AITOD_SPLITS = {  # annotation file -> (image folder, list file)
     "aitod_trainval_v1.json": ("images/trainval", "trainval.txt"),
     "aitod_test_v1.json": ("images/test", "test.txt"),
 }
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read the image size ({e})") from e
 
 
 def _yolo_row(cls: int, x: float, y: float, w: float, h: float, iw: int, ih: int) -> str | None:
@@ -114,29 +111,39 @@ def visdrone_rows_to_yolo(text: str, width: int, height: int, source: str = "<an
 
 
 def convert_visdrone_split(split_dir: str | Path) -> dict[str, int]:
-    """Write ``split_dir/labels/*.txt`` from ``split_dir/annotations/*.txt`` (images in ``split_dir/images``)."""
+    """Write ``split_dir/labels/*.txt`` from ``split_dir/annotations/*.txt`` (images in ``split_dir/images``).
+
+    Every annotation is read and checked before the first label is written.
+    """
     split_dir = Path(split_dir)
-    ann_dir, img_dir, out_dir = split_dir / "annotations", split_dir / "images", split_dir / "labels"
+    ann_dir, img_dir = split_dir / "annotations", split_dir / "images"
     if not ann_dir.is_dir() or not img_dir.is_dir():
         raise FileNotFoundError(
             f"{split_dir} must hold annotations/ and images/ (an unpacked VisDrone2019-DET split archive)"
         )
-    out_dir.mkdir(exist_ok=True)
     totals = {"images": 0, "kept": 0, "ignored_region": 0, "others": 0, "score0": 0, "empty": 0}
-    images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
+    images = {p.stem: p for p in img_dir.iterdir() if is_image(p)}
+    labels: list[tuple[Path, list[str]]] = []
     for ann in sorted(ann_dir.glob("*.txt")):
         img = images.get(ann.stem)
         if img is None:
             raise FileNotFoundError(f"{ann} has no image {ann.stem}.* in {img_dir}")
-        w, h = _image_size(img)
+        w, h = image_size(img)
         rows, stats = visdrone_rows_to_yolo(ann.read_text(), w, h, source=str(ann))
-        (out_dir / f"{ann.stem}.txt").write_text("".join(r + "\n" for r in rows))
+        labels.append((Path(label_file_for(img.absolute())), rows))
         totals["images"] += 1
         for k, v in stats.items():
             totals[k] += v
     if totals["images"] == 0:
         raise FileNotFoundError(f"{ann_dir} holds no annotation .txt files")
+    _write_labels(labels)
     return totals
+
+
+def _write_labels(labels: list[tuple[Path, list[str]]]) -> None:
+    for path, rows in labels:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(r + "\n" for r in rows))
 
 
 def convert_visdrone(root: str | Path) -> dict[str, dict[str, int]]:
@@ -148,14 +155,24 @@ def convert_visdrone(root: str | Path) -> dict[str, dict[str, int]]:
     return {d.name: convert_visdrone_split(d) for d in found}
 
 
-def _labels_dir_for(images_dir: Path) -> Path:
-    """Ultralytics' rule: the last ``images`` component of the path becomes ``labels``."""
-    parts = list(images_dir.parts)
-    if "images" not in parts:
-        raise ValueError(f"{images_dir} has no 'images' folder in its path; Ultralytics could not find the labels")
-    i = len(parts) - 1 - parts[::-1].index("images")
-    parts[i] = "labels"
-    return Path(*parts)
+def _frame_size(json_path: Path, image: dict, img_path: Path) -> tuple[int, int]:
+    """The (width, height) a COCO JSON's boxes are normalised by: the JSON's, else the image as Ultralytics sees it.
+
+    A JSON size that is the displayed size turned by 90 degrees describes the stored pixels of an image with an
+    EXIF orientation (or is wrong): its boxes would land rotated on the image Ultralytics loads, so it is refused.
+    """
+    shown = image_size(img_path)
+    given = (int(image.get("width") or 0), int(image.get("height") or 0))
+    if given[0] <= 0 or given[1] <= 0:
+        return shown
+    if given == shown[::-1] and shown[0] != shown[1]:
+        raise ValueError(
+            f"{json_path}: image {image.get('file_name')!r} is {given[0]}x{given[1]} in the JSON but "
+            f"{shown[0]}x{shown[1]} as Ultralytics sees it (EXIF orientation applied), so its boxes are in another "
+            "frame than the image trained on; re-save the image with its pixels rotated and no EXIF orientation, "
+            "or give the JSON the displayed size and boxes, then convert again"
+        )
+    return given
 
 
 def coco_to_yolo(
@@ -183,21 +200,20 @@ def coco_to_yolo(
     json_names = tuple(c["name"] for c in cats)
     if names is not None and tuple(names) != json_names:
         raise ValueError(f"{json_path}: categories {json_names} differ from the expected {tuple(names)}")
-    labels_dir = _labels_dir_for(images_dir)
+    if not has_images_folder(images_dir):
+        raise ValueError(f"{images_dir} has no 'images' folder in its path; Ultralytics could not find the labels")
     by_image: dict[Any, list[dict]] = {}
     for a in coco["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
     stats = {"images": 0, "kept": 0, "crowd_or_ignore": 0, "empty": 0, "missing_images": 0}
     listed: list[Path] = []
+    labels: list[tuple[Path, list[str]]] = []
     for im in coco["images"]:
-        rel = Path(im["file_name"])
-        img_path = images_dir / rel
+        img_path = images_dir / im["file_name"]
         if not img_path.is_file():
             stats["missing_images"] += 1
             continue
-        iw, ih = int(im.get("width") or 0), int(im.get("height") or 0)
-        if iw <= 0 or ih <= 0:
-            iw, ih = _image_size(img_path)
+        iw, ih = _frame_size(json_path, im, img_path)
         rows = []
         for a in by_image.get(im["id"], []):
             if a.get("iscrowd", 0) or a.get("ignore", 0):
@@ -210,14 +226,13 @@ def coco_to_yolo(
                 stats["empty"] += 1
                 continue
             rows.append(row)
-        out = (labels_dir / rel).with_suffix(".txt")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(r + "\n" for r in rows))
+        labels.append((Path(label_file_for(img_path.absolute())), rows))
         listed.append(img_path.resolve())
         stats["images"] += 1
         stats["kept"] += len(rows)
     if stats["images"] == 0:
         raise FileNotFoundError(f"none of the {len(coco['images'])} images of {json_path} is in {images_dir}")
+    _write_labels(labels)
     if list_path is not None:
         # './'-relative entries (Ultralytics resolves them against the list's folder): the dataset can move
         base = Path(list_path).resolve().parent
@@ -239,24 +254,10 @@ def convert_aitod(root: str | Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m yolo_nonlocal.data.converters {visdrone|aitod} ROOT   (see docs/datasets.md)"
-    if not argv or argv[0] in {"-h", "--help"}:
-        print(usage)
-        return 0 if argv else 2
-    if len(argv) != 2 or argv[0] not in {"visdrone", "aitod"}:
-        print(usage, file=sys.stderr)
-        return 2
-    try:
-        result = convert_visdrone(argv[1]) if argv[0] == "visdrone" else convert_aitod(argv[1])
-    except (ValueError, FileNotFoundError) as e:
-        print(f"dataset_converters: {e}", file=sys.stderr)
-        return 2
-    for part, stats in result.items():
-        print(f"{part}: " + ", ".join(f"{k} {v}" for k, v in stats.items() if k != "names"))
-    return 0
+FORMATS: dict[str, Any] = {"visdrone": convert_visdrone, "aitod": convert_aitod}  # format= -> converter
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - the form of earlier releases: visdrone ROOT
+    from yolo_nonlocal.cli.convert import legacy_main
+
+    sys.exit(legacy_main(sys.argv[1:]))
