@@ -134,8 +134,6 @@ def stat_keys(tiny: bool = False) -> tuple[str, ...]:
     return STAT_KEYS + (TINY_STAT_KEYS if tiny else ())
 
 
-
-
 def resolve_backend(backend: str = "auto") -> str:
     """'faster-coco-eval' or 'pycocotools': the evaluator ``backend`` names (auto: the fast one when installed)."""
     name = str(backend).strip().lower().replace("_", "-")
@@ -252,7 +250,8 @@ def evaluate(data: str | os.PathLike | Mapping[str, Any], predictions: str | os.
              max_dets: int = 100) -> dict[str, float]:
     """COCO AP, AP50, AP75, APs, APm, APl (and APvt, APt when ``tiny``) of ``predictions`` on a YOLO dataset split.
 
-    See the module docstring for the arguments, the category-id conventions and the area ranges.
+    See the module docstring for the arguments and the area ranges, :mod:`yolo_nonlocal.metrics.predictions` for
+    the category-id conventions and :mod:`yolo_nonlocal.metrics.datasets` for how ``data`` is read.
     """
     return evaluate_report(data, predictions, split, category_ids=category_ids, tiny=tiny, backend=backend,
                            max_dets=max_dets).stats
