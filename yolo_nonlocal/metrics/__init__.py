@@ -12,8 +12,7 @@ the package imports neither numpy, torch nor Ultralytics. The modules, by concep
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from yolo_nonlocal.utils.lazy import lazy_exports
 
 # public name -> the module that defines it
 _HOMES: dict[str, str] = {
@@ -25,16 +24,4 @@ _HOMES: dict[str, str] = {
                      "STAT_KEYS", "TINY_STAT_KEYS", "AREA_RANGES", "TINY_AREA_RANGES", "BACKENDS"), "coco"),
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
