@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from yolo_nonlocal.data.synthetic import PALETTE, SyntheticConfig, generate_image, make_dataset
+from yolo_nonlocal.data.synthetic import PALETTE, SyntheticConfig, generate_image, generate_sample, make_dataset
 
 CLI = [str(Path(sys.executable).parent / "yolo-nonlocal")]  # the installed console script
 
@@ -209,3 +209,141 @@ def test_shipped_dataset_configs_match_the_generator(tmp_path, config, kind, rul
     assert Path(data["train"]) == (tmp_path / config / "images" / "train").resolve()
     assert list(data["names"].values()) == cfg.names
     assert yaml.safe_load((tmp_path / f"{config}.yaml").read_text())["train_args"] == TRAIN_ARGS
+
+
+# ------------------------------------------------------------------------------------------------------
+# kind=farcue: the positive control (issue 10)
+# ------------------------------------------------------------------------------------------------------
+
+
+def _farcue_parts(img_rgb: np.ndarray) -> tuple[int, tuple[int, int, int, int], list[tuple[int, int, int, int]]]:
+    """(cue class, cue box, target boxes) found from the pixels alone; boxes as (x0, y0, x1, y1), x1/y1 exclusive."""
+    from yolo_nonlocal.data.synthetic import CUE_COLOURS, TARGET_COLOUR
+
+    def blobs(colour):
+        mask = np.all(img_rgb == np.array(colour, np.uint8), axis=2).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+        return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, a in stats[1:] if a >= 16]
+
+    cues = [(k, b) for k, c in enumerate(CUE_COLOURS) for b in blobs(c)]
+    assert len(cues) == 1, f"exactly one cue is drawn, found {cues}"
+    return cues[0][0], cues[0][1], blobs(TARGET_COLOUR)
+
+
+def test_farcue_deterministic_by_seed_and_index(tmp_path):
+    cfg = SyntheticConfig(kind="farcue", rule="far", n_train=4, n_val=2, seed=3)
+    a = _digest(make_dataset(tmp_path / "a", cfg, progress=False).parent)
+    b = _digest(make_dataset(tmp_path / "b", cfg, progress=False).parent)
+    assert a == b and len(a) == 2 * 6 + 1
+    more = SyntheticConfig(kind="farcue", rule="far", n_train=6, n_val=2, seed=3)
+    c = _digest(make_dataset(tmp_path / "c", more, progress=False).parent)
+    assert all(c[k] == v for k, v in a.items() if k != "data.yaml")
+    d = _digest(make_dataset(tmp_path / "d", SyntheticConfig(kind="farcue", rule="far", n_train=4, n_val=2, seed=4), progress=False).parent)
+    assert sum(d[k] != a[k] for k in a if k.startswith("images")) == 6
+    meta = yaml.safe_load((tmp_path / "a" / "data.yaml").read_text())
+    assert meta["train_args"]["rect"] is True and meta["train_args"]["imgsz"] == 1024
+    assert meta["synthetic"]["rf_model"] == "yolov8n.yaml" and meta["names"] == {0: "orange_cue", 1: "blue_cue"}
+
+
+def test_farcue_labels_follow_the_cue_and_the_cue_is_beyond_every_cell_that_can_detect_a_target(tmp_path):
+    """Re-derived from the written pixels and labels, with the exact per-cell receptive fields of yolov8n at
+    the strip's width, at the native grid alignment and at the 16 px shift of Ultralytics' rect letterbox."""
+    from yolo_nonlocal.data.receptive_field import cell_intervals
+
+    cfg = SyntheticConfig(kind="farcue", rule="far", n_train=40, n_val=1, seed=0)
+    root = make_dataset(tmp_path / "far", cfg, progress=False).parent
+    fields = [cell_intervals("yolov8n.yaml", 1024 + 32, level=lvl, head=True) for lvl in range(3)]
+    classes = Counter()
+    for i in range(cfg.n_train):
+        img = cv2.imread(str(root / "images" / "train" / f"{i:06d}.png"))[:, :, ::-1]
+        assert img.shape == (64, 1024, 3)
+        cue_class, (c0, _, c1, _), targets = _farcue_parts(img)
+        labels = _read_labels_wh(root / "labels" / "train" / f"{i:06d}.txt", 1024, 64)
+        assert sorted(tuple(int(round(v)) for v in box) for _, box in labels) == sorted(
+            (x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in targets
+        )
+        assert {c for c, _ in labels} == {cue_class}, "every target's class is the cue's colour"
+        classes[cue_class] += 1
+        for shift in (0, 16):  # the input's left padding (Ultralytics' rect validation adds 16 px at 1024)
+            for anchors, lo, hi in fields:
+                for x0, _, x1, _ in targets:
+                    w = x1 - x0
+                    eligible = (anchors - shift >= x0 - 2 * w) & (anchors - shift <= x1 + 2 * w)
+                    sees = (lo[eligible] - shift < c1) & (hi[eligible] - shift >= c0)
+                    assert not sees.any(), f"image {i}: a cell that can detect the target at {x0} sees the cue"
+    assert min(classes.values()) >= 10, classes
+
+
+def _read_labels_wh(path: Path, width: int, height: int):
+    rows = []
+    for line in path.read_text().splitlines():
+        c, xc, yc, w, h = line.split()
+        xc, yc, w, h = float(xc) * width, float(yc) * height, float(w) * width, float(h) * height
+        rows.append((int(c), (xc - w / 2, yc - h / 2, w, h)))
+    return rows
+
+
+def test_farcue_assertion_fires_when_the_cue_comes_closer(monkeypatch):
+    from yolo_nonlocal.data import synthetic
+    from yolo_nonlocal.data.receptive_field import CueInReachError, assert_cue_out_of_reach, baseline_reach
+
+    reach = baseline_reach("yolov8n.yaml")
+    assert reach == 663.0  # P5 class/box outputs of yolov8n; the empirical test in test_receptive_field agrees
+    sample = generate_sample(SyntheticConfig(kind="farcue", rule="far"), "train", 0)
+    spans = [(b[0], b[2]) for b in sample.candidates]
+    cue = (sample.cue[1][0], sample.cue[1][2])
+    margin = assert_cue_out_of_reach(spans, cue, reach)
+    assert margin >= 0
+    toward = 1 if cue[0] < spans[0][0] else -1  # move the cue toward the targets by margin + 1 px
+    with pytest.raises(CueInReachError, match="within 663 px"):
+        assert_cue_out_of_reach(spans, (cue[0] + toward * (margin + 1), cue[1] + toward * (margin + 1)), reach)
+    # the generator itself refuses to write an image whose targets it was told to place too close
+    monkeypatch.setattr(synthetic, "_FAR_SLACK", -120.0)
+    with pytest.raises(CueInReachError):
+        for i in range(40):
+            generate_sample(SyntheticConfig(kind="farcue", rule="far"), "train", i)
+
+
+def test_farcue_counterfactual_differs_only_in_the_cue_pixels_and_flips_the_labels():
+    for rule in ("far", "near"):
+        for i in range(10):
+            a = generate_sample(SyntheticConfig(kind="farcue", rule=rule), "val", i)
+            b = generate_sample(SyntheticConfig(kind="farcue", rule=rule, counterfactual=True), "val", i)
+            x0, y0, x1, y1 = a.cue[1]
+            assert b.cue == (1 - a.cue[0], a.cue[1])
+            diff = np.any(a.image != b.image, axis=2)
+            inside = np.zeros_like(diff)
+            inside[y0:y1, x0:x1] = True
+            assert diff[inside].all() and not diff[~inside].any(), "only (and all of) the cue's pixels change"
+            assert b.objects == [(1 - c, box) for c, box in a.objects]
+
+
+def test_farcue_near_cue_lies_inside_every_level_of_every_target_cell():
+    from yolo_nonlocal.data.receptive_field import cell_intervals
+
+    fields = [cell_intervals("yolov8n.yaml", 1024, level=lvl) for lvl in range(3)]
+    for i in range(20):
+        s = generate_sample(SyntheticConfig(kind="farcue", rule="near"), "train", i)
+        c0, c1 = s.cue[1][0], s.cue[1][2]
+        for x0, _, x1, _ in s.candidates:
+            for anchors, lo, hi in fields:  # the cell whose anchor is nearest the target's centre
+                k = int(np.argmin(np.abs(anchors - (x0 + x1) / 2)))
+                assert lo[k] <= c0 and hi[k] >= c1 - 1
+
+
+def test_farcue_config_and_cli_errors(tmp_path):
+    with pytest.raises(ValueError, match="rule='singleton' is not supported for kind=farcue"):
+        SyntheticConfig(kind="farcue")
+    with pytest.raises(ValueError, match="too narrow"):
+        generate_sample(SyntheticConfig(kind="farcue", rule="far", imgsz=512), "train", 0)
+    with pytest.raises(ValueError, match="apply to kind=farcue only"):
+        SyntheticConfig(kind="context", counterfactual=True)
+    with pytest.raises(ValueError, match="whole image"):
+        generate_sample(SyntheticConfig(kind="farcue", rule="far", rf_model="yolo11n.yaml"), "train", 0)
+    r = subprocess.run([*CLI, "make-dataset", "kind=farcue", f"out={tmp_path}/x", "counterfactual=maybe"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "counterfactual='maybe' is not a boolean" in r.stderr
+    r = subprocess.run([*CLI, "make-dataset", "kind=farcue", f"out={tmp_path}/y", "n_train=2", "n_val=1"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["synthetic"]["rule"] == "far"

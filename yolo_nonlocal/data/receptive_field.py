@@ -58,6 +58,7 @@ __all__ = [
     "cell_intervals",
     "model_fields",
     "baseline_reach",
+    "guaranteed_reach",
     "eligible_anchor_span",
     "horizontal_gap",
     "assert_cue_out_of_reach",
@@ -414,6 +415,22 @@ def baseline_reach(spec: str = "yolov8n.yaml") -> float:
     if glob:
         raise ValueError(f"{spec} has attention-like layers {glob} whose receptive field is the whole image")
     return max(f.head_reach for f in fields)
+
+
+def guaranteed_reach(spec: str = "yolov8n.yaml", *, length: int = _DEFAULT_LENGTH) -> float:
+    """The distance, in pixels, that every interior Detect-input cell of every level sees on both sides of its
+    anchor (the minimum over cells and levels of ``min(anchor - lo, hi + 1 - anchor)``): content closer than
+    this to a cell's anchor is always inside its RF. Used by the near-cue variant."""
+    best = float("inf")
+    for _, m, _ in _level_maps(_source(spec, 1), length, conv_only=False):
+        inner = m.interior(length)
+        if m.global_ or not inner.any():
+            continue
+        a = m.anchors()[inner]
+        best = min(best, float(np.minimum(a - m.lo[inner], m.hi[inner] + 1 - a).min()))
+    if best == float("inf"):
+        raise ValueError(f"{spec}: no level has interior cells at length {length}")
+    return best
 
 
 def eligible_anchor_span(x0: float, x1: float) -> tuple[float, float]:

@@ -22,6 +22,22 @@ does needs a task where it *should* matter next to one where it should not. Two 
     discards *how many* times a colour occurs, which is exactly the label; a Non-local block can
     compare a square with every other square of the image in one step.
 
+``farcue`` (the positive control, issue 10)
+    Wide strips (``imgsz`` x ``height``, default 1024 x 64) with 1-3 small light squares (the targets) and one
+    larger square of one of two colours (the cue) near one end. Every target's class is the cue's colour
+    (``orange_cue`` or ``blue_cue``, a fair coin per image drawn from its own stream, so nothing else in the
+    image depends on it). ``rule="far"``: the targets are placed farther from the cue than the largest
+    receptive-field reach of any output cell of ``rf_model`` (default yolov8n, computed from the model's
+    layers by :mod:`yolo_nonlocal.data.receptive_field`), counted from every anchor that can detect a
+    target at IoU >= 0.5; the generator asserts it for every image. No output cell of the baseline that
+    can detect a target sees the cue, so whatever it trains its class scores cannot depend on the rule: its
+    AP is capped at the rule-blind level. ``rule="near"``: the same images' ingredients with the targets
+    within the smallest reach of the P3 cells (asserted), so the rule is learnable by the baseline.
+    ``counterfactual=True``: the same images with only the cue repainted in the other colour and the
+    labels flipped (a model that uses the cue must follow it). Train and validate at ``imgsz`` = the
+    strip width with ``rect=True`` (Ultralytics then keeps the strip shape instead of letterboxing it
+    into a square); the data.yaml's ``train_args`` say so.
+
 ``neutral``
     Tiny filled squares, disks and crosses (classes ``square``, ``disk``, ``cross``) in random colours,
     every object labelled: local appearance decides everything. The control set on which a Non-local
@@ -38,6 +54,7 @@ Command line (``yolo-nonlocal make-dataset``)::
 
     yolo-nonlocal make-dataset kind=context out=datasets/context n_train=800 n_val=300 imgsz=256 seed=0
     yolo-nonlocal make-dataset kind=neutral out=datasets/neutral
+    yolo-nonlocal make-dataset kind=farcue rule=far out=datasets/farcue n_train=400 n_val=200 seed=0
 """
 
 from __future__ import annotations
@@ -53,7 +70,13 @@ import numpy as np
 __all__ = [
     "KINDS",
     "RULES",
+    "FARCUE_RULES",
     "PALETTE",
+    "CUE_COLOURS",
+    "TARGET_COLOUR",
+    "Sample",
+    "generate_sample",
+    "farcue_reach",
     "GENERATOR_VERSION",
     "SyntheticConfig",
     "generate_image",
@@ -62,8 +85,9 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
-KINDS = ("context", "neutral")
+KINDS = ("context", "neutral", "farcue")
 RULES = ("singleton", "count")
+FARCUE_RULES = ("far", "near")
 
 # Six colours (RGB): the permutations of three levels. Each channel takes each level in exactly two
 # colours, every colour sums to the same value, and two different colours differ in >= 2 channels.
@@ -77,7 +101,14 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (_LEVELS[2], _LEVELS[1], _LEVELS[0]),
 )
 
+# farcue: the two cue colours (two palette colours with equal channel sums, differing in two channels) and
+# the targets' colour, the same for both classes.
+CUE_COLOURS: tuple[tuple[int, int, int], ...] = (PALETTE[0], PALETTE[5])
+TARGET_COLOUR: tuple[int, int, int] = (235, 235, 235)
+
 _CLASS_NAMES = {
+    ("farcue", "far"): ["orange_cue", "blue_cue"],
+    ("farcue", "near"): ["orange_cue", "blue_cue"],
     ("context", "singleton"): ["singleton"],
     ("context", "count"): ["once", "twice", "thrice"],
     ("neutral", None): ["square", "disk", "cross"],
@@ -101,8 +132,16 @@ TRAIN_ARGS = {
     "hsv_v": 0.0,
 }
 
+# farcue: Ultralytics keeps the strip's shape only with rect=True; imgsz must be the strip's width so no
+# resize changes the distances the receptive-field assertion was made in.
+FARCUE_TRAIN_ARGS = {**TRAIN_ARGS, "rect": True}
+
+_CUE_SIZE = (20, 28)  # farcue: the cue square's side, drawn uniformly in this range (px)
 _SPLIT_CODE = {"train": 0, "val": 1}
-_KIND_CODE = {"context": 0, "neutral": 1}
+_KIND_CODE = {"context": 0, "neutral": 1, "farcue": 2}
+_NEW_FIELDS = {"height": None, "counterfactual": False, "rf_model": None}  # left out of settings() when unset
+_FAR_SLACK = 1.0  # px beyond the reach the far targets keep (tests lower it to show the assertion fires)
+_NEAR_SPAN = 160  # near rule: targets start within this many px of the cue's edge
 
 
 @dataclass(frozen=True)
@@ -110,19 +149,28 @@ class SyntheticConfig:
     """Everything that determines a generated dataset (it is written to data.yaml as ``synthetic``)."""
 
     kind: str = "context"
-    rule: str | None = "singleton"  # context only
+    rule: str | None = "singleton"  # context: singleton|count; farcue: far|near; neutral: None
     n_train: int = 800
     n_val: int = 300
-    imgsz: int = 256
+    imgsz: int | None = None  # context/neutral: the square side (default 256); farcue: the strip width (1024)
     seed: int = 0
     min_size: int = 6
     max_size: int = 16
     p_negative: float = 0.1  # context/singleton: share of images without a singleton
     version: int = GENERATOR_VERSION
+    height: int | None = None  # farcue: the strip height (default 64)
+    counterfactual: bool = False  # farcue: repaint the cue in the other colour and flip the labels
+    rf_model: str | None = None  # farcue: the baseline whose reach the cue must exceed (default yolov8n.yaml)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not supported; use one of {', '.join(KINDS)}")
+        if self.imgsz is None:
+            object.__setattr__(self, "imgsz", 1024 if self.kind == "farcue" else 256)
+        if self.kind == "farcue":
+            self._check_farcue()
+        elif self.height is not None or self.counterfactual or self.rf_model is not None:
+            raise ValueError("height=, counterfactual= and rf_model= apply to kind=farcue only")
         if self.kind == "context" and self.rule not in RULES:
             raise ValueError(f"rule={self.rule!r} is not supported for kind=context; use one of {', '.join(RULES)}")
         if self.kind == "neutral" and self.rule is not None:
@@ -130,7 +178,7 @@ class SyntheticConfig:
         for name in ("n_train", "n_val"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (Ultralytics needs images in both splits)")
-        if not 128 <= self.imgsz <= 1024:
+        if self.kind != "farcue" and not 128 <= self.imgsz <= 1024:
             raise ValueError(f"imgsz={self.imgsz} must be within 128..1024 (the task is designed for 256-320 px)")
         if not 4 <= self.min_size <= self.max_size <= 24:
             raise ValueError(
@@ -139,9 +187,42 @@ class SyntheticConfig:
         if not 0.0 <= self.p_negative < 1.0:
             raise ValueError(f"p_negative={self.p_negative} must be within [0, 1)")
 
+    def _check_farcue(self) -> None:
+        if self.rule not in FARCUE_RULES:
+            raise ValueError(f"rule={self.rule!r} is not supported for kind=farcue; use one of {', '.join(FARCUE_RULES)}")
+        if self.height is None:
+            object.__setattr__(self, "height", 64)
+        if self.rf_model is None:
+            object.__setattr__(self, "rf_model", "yolov8n.yaml")
+        if not isinstance(self.counterfactual, bool):
+            raise ValueError(f"counterfactual={self.counterfactual!r} must be True or False")
+        if not (512 <= self.imgsz <= 4096 and self.imgsz % 32 == 0):
+            raise ValueError(f"imgsz={self.imgsz} (the strip width) must be a multiple of 32 within 512..4096")
+        if not (32 <= self.height <= 256 and self.height % 32 == 0):
+            raise ValueError(f"height={self.height} must be a multiple of 32 within 32..256")
+        if _CUE_SIZE[1] + 4 > self.height:
+            raise ValueError(f"height={self.height} cannot hold the {_CUE_SIZE[1]} px cue")
+
+    def settings(self) -> dict:
+        """The settings written to data.yaml (the farcue-only fields are left out for the other kinds, so
+        datasets generated before they existed keep matching)."""
+        d = asdict(self)
+        for k, default in _NEW_FIELDS.items():
+            if self.kind != "farcue" and d.get(k) == default:
+                d.pop(k)
+        return d
+
+    @property
+    def width(self) -> int:
+        return int(self.imgsz)
+
+    @property
+    def image_height(self) -> int:
+        return int(self.height if self.kind == "farcue" else self.imgsz)
+
     @property
     def names(self) -> list[str]:
-        return list(_CLASS_NAMES[(self.kind, self.rule if self.kind == "context" else None)])
+        return list(_CLASS_NAMES[(self.kind, self.rule if self.kind in ("context", "farcue") else None)])
 
 
 def _background(rng: np.random.Generator, imgsz: int) -> np.ndarray:
@@ -196,7 +277,7 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _context_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
+def _context_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, list[tuple[int, tuple]], list[tuple]]:
     img = _background(rng, cfg.imgsz)
     n_colours = len(PALETTE)
     while True:
@@ -216,19 +297,20 @@ def _context_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
         if corners is not None:
             break
     count_of = dict(zip(colours, counts))
-    objects = []
+    objects, candidates = [], []
     for (x0, y0), s, g in zip(corners, sizes, groups):
         img[y0 : y0 + s, x0 : x0 + s] = PALETTE[g]
         box = (x0, y0, x0 + s, y0 + s)
+        candidates.append(box)
         if cfg.rule == "singleton":
             if count_of[g] == 1:
                 objects.append((0, box))
         else:
             objects.append((count_of[g] - 1, box))
-    return img, objects
+    return img, objects, candidates
 
 
-def _neutral_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
+def _neutral_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, list[tuple[int, tuple]], list[tuple]]:
     import cv2
 
     img = _background(rng, cfg.imgsz)
@@ -257,22 +339,126 @@ def _neutral_image(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.n
         region[mask.astype(bool)] = colour
         bx0, by0, bx1, by1 = _box(mask.astype(bool))
         objects.append((cls, (x0 + bx0, y0 + by0, x0 + bx1, y0 + by1)))
-    return img, objects
+    return img, objects, [box for _, box in objects]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated image with what the reference lines need besides its labels.
+
+    ``objects``: the labels, [(class, (x0, y0, x1, y1))] in pixels, x1/y1 exclusive. ``candidates``: the box of
+    everything a detector blind to the rule would have to consider an object (context: every square drawn;
+    neutral and farcue: the objects). ``cue``: farcue only, (class, box) of the cue as drawn in this image.
+    """
+
+    image: np.ndarray
+    objects: list[tuple[int, tuple[int, int, int, int]]]
+    candidates: list[tuple[int, int, int, int]]
+    cue: tuple[int, tuple[int, int, int, int]] | None = None
+
+
+def _strip_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A greyish textured strip (RGB uint8): smooth blotches, grey clutter rectangles and pixel noise."""
+    import cv2
+
+    gw, gh = max(4, width // 64), max(2, height // 32)
+    grid = rng.integers(70, 175, size=(gh, gw, 1)).astype(np.float32)
+    tint = rng.normal(0.0, 6.0, size=(gh, gw, 3)).astype(np.float32)
+    img = cv2.resize(grid + tint, (width, height), interpolation=cv2.INTER_CUBIC)
+    img = img + rng.normal(0.0, 5.0, size=(height, width, 3)).astype(np.float32)
+    for _ in range(int(rng.integers(width // 128, width // 64 + 1))):
+        w = int(rng.integers(16, max(17, width // 8)))
+        h = int(rng.integers(8, max(9, height // 2)))
+        x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        grey = float(rng.integers(60, 190))
+        img[y0 : y0 + h, x0 : x0 + w] = 0.5 * img[y0 : y0 + h, x0 : x0 + w] + 0.5 * grey
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def farcue_reach(cfg: SyntheticConfig) -> float:
+    """The distance the far rule keeps: ``rf_model``'s largest output-cell reach (``rule="far"``), or the
+    smallest reach every P3 input cell is guaranteed to have (``rule="near"``), in pixels."""
+    from yolo_nonlocal.data import receptive_field as rf
+
+    if cfg.rule == "far":
+        return rf.baseline_reach(cfg.rf_model)
+    # a target's centre is at most half a P5 cell from the anchor of some cell of each level
+    return rf.guaranteed_reach(cfg.rf_model) - 16.0
+
+
+def _farcue_image(rng: np.random.Generator, cfg: SyntheticConfig, cue_class: int, reach: float) -> Sample:
+    from yolo_nonlocal.data import receptive_field as rf
+
+    W, H = cfg.width, cfg.image_height
+    img = _strip_background(rng, W, H)
+    side = int(rng.integers(0, 2))  # 0: the cue at the left end, 1: at the right end
+    cs = int(rng.integers(_CUE_SIZE[0], _CUE_SIZE[1] + 1))
+    inset = int(rng.integers(2, 19))
+    cx0 = inset if side == 0 else W - inset - cs
+    cy0 = int(rng.integers(2, H - cs - 1))
+    cue_box = (cx0, cy0, cx0 + cs, cy0 + cs)
+    n = int(rng.integers(1, 4))
+    sizes = [int(rng.integers(cfg.min_size, cfg.max_size + 1)) for _ in range(n)]
+    boxes: list[tuple[int, int, int, int]] = []
+    for s in sizes:
+        # columns measured from the cue's inner edge: far: beyond reach + 2 s (the eligible anchors of a
+        # target of width s start 2 s before it), near: within _NEAR_SPAN px
+        if cfg.rule == "far":
+            lo_off = int(np.ceil(reach + 2 * s + _FAR_SLACK))
+            hi_off = W - 2 - s - (cx0 + cs if side == 0 else W - cx0)
+        else:
+            lo_off, hi_off = 4, _NEAR_SPAN
+        if hi_off < lo_off:
+            raise ValueError(
+                f"imgsz={W} is too narrow for rule={cfg.rule}: the targets need {lo_off} px from the cue "
+                f"({cfg.rf_model}'s reach {reach:.0f} px); use a wider strip"
+            )
+        for _ in range(400):
+            off = int(rng.integers(lo_off, hi_off + 1))
+            x0 = cx0 + cs + off if side == 0 else cx0 - off - s
+            y0 = int(rng.integers(2, H - s - 1))
+            if all(x0 >= bx1 + 2 or bx0 >= x0 + s + 2 or y0 >= by1 + 2 or by0 >= y0 + s + 2 for bx0, by0, bx1, by1 in boxes):
+                boxes.append((x0, y0, x0 + s, y0 + s))
+                break
+    spans = [(b[0], b[2]) for b in boxes]
+    if cfg.rule == "far":
+        rf.assert_cue_out_of_reach(spans, (cue_box[0], cue_box[2]), reach)
+    else:
+        rf.assert_cue_in_reach(spans, (cue_box[0], cue_box[2]), reach)
+    for x0, y0, x1, y1 in boxes:
+        img[y0:y1, x0:x1] = TARGET_COLOUR
+    shown = 1 - cue_class if cfg.counterfactual else cue_class
+    img[cue_box[1] : cue_box[3], cue_box[0] : cue_box[2]] = CUE_COLOURS[shown]
+    objects = [(shown, b) for b in boxes]
+    return Sample(img, objects, list(boxes), (shown, cue_box))
+
+
+def generate_sample(cfg: SyntheticConfig, split: str, index: int) -> Sample:
+    """Image ``index`` of ``split`` with its labels, its rule-blind candidates and (farcue) its cue."""
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"split={split!r} must be 'train' or 'val'")
+    key = [int(cfg.seed), _KIND_CODE[cfg.kind], _SPLIT_CODE[split], int(index), cfg.version]
+    rng = np.random.default_rng(key)
+    if cfg.kind == "farcue":
+        # the class comes from its own stream: nothing else drawn for the image depends on it, and the
+        # counterfactual (not part of the key) is the same image with only the cue repainted
+        cue_class = int(np.random.default_rng([*key, 1]).integers(0, 2))
+        return _farcue_image(rng, cfg, cue_class, farcue_reach(cfg))
+    img, objects, candidates = _context_image(rng, cfg) if cfg.kind == "context" else _neutral_image(rng, cfg)
+    return Sample(img, objects, candidates)
 
 
 def generate_image(cfg: SyntheticConfig, split: str, index: int) -> tuple[np.ndarray, list[tuple[int, tuple]]]:
     """Image ``index`` of ``split`` as (RGB uint8 array, [(class, (x0, y0, x1, y1)), ...]) in pixels, x1/y1 exclusive."""
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split={split!r} must be 'train' or 'val'")
-    rng = np.random.default_rng([int(cfg.seed), _KIND_CODE[cfg.kind], _SPLIT_CODE[split], int(index), cfg.version])
-    return _context_image(rng, cfg) if cfg.kind == "context" else _neutral_image(rng, cfg)
+    sample = generate_sample(cfg, split, index)
+    return sample.image, sample.objects
 
 
-def _yolo_rows(objects: Iterable[tuple[int, tuple]], imgsz: int) -> str:
+def _yolo_rows(objects: Iterable[tuple[int, tuple]], width: int, height: int) -> str:
     rows = []
     for cls, (x0, y0, x1, y1) in objects:
         rows.append(
-            f"{cls} {(x0 + x1) / 2 / imgsz:.6f} {(y0 + y1) / 2 / imgsz:.6f} {(x1 - x0) / imgsz:.6f} {(y1 - y0) / imgsz:.6f}"
+            f"{cls} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
         )
     return "".join(r + "\n" for r in rows)
 
@@ -283,8 +469,8 @@ def _data_yaml(cfg: SyntheticConfig) -> dict:
         "train": "images/train",
         "val": "images/val",
         "names": dict(enumerate(cfg.names)),
-        "synthetic": asdict(cfg),
-        "train_args": dict(TRAIN_ARGS),
+        "synthetic": cfg.settings(),
+        "train_args": {**FARCUE_TRAIN_ARGS, "imgsz": cfg.width} if cfg.kind == "farcue" else dict(TRAIN_ARGS),
     }
 
 
@@ -312,7 +498,7 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
             for split, n in (("train", cfg.n_train), ("val", cfg.n_val))
             for d, ext in (("images", "png"), ("labels", "txt"))
         )
-        if existing == asdict(cfg) and complete and not force:
+        if existing == cfg.settings() and complete and not force:
             if progress:
                 print(f"make-dataset: {out} already holds this dataset; reusing it", file=sys.stderr)
             return data_yaml
@@ -333,7 +519,7 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
             stem = f"{i:06d}"  # numeric stems: Ultralytics' COCO JSON then uses them as integer image ids
             if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), img[:, :, ::-1]):
                 raise OSError(f"could not write {out / 'images' / split / (stem + '.png')}")
-            (out / "labels" / split / f"{stem}.txt").write_text(_yolo_rows(objects, cfg.imgsz))
+            (out / "labels" / split / f"{stem}.txt").write_text(_yolo_rows(objects, cfg.width, cfg.image_height))
             if progress and ((i + 1) % 100 == 0 or i + 1 == n):
                 print(f"make-dataset: {cfg.kind} {split} {i + 1}/{n}", file=sys.stderr, end="\r")
         if progress:
@@ -343,20 +529,26 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
     return data_yaml
 
 
-_USAGE = """usage: yolo-nonlocal make-dataset kind=context|neutral out=DIR [n_train=800] [n_val=300] [imgsz=256]
-                                  [seed=0] [rule=singleton|count] [min_size=6] [max_size=16]
-                                  [p_negative=0.1] [--force]
+_USAGE = """usage: yolo-nonlocal make-dataset kind=context|neutral|farcue out=DIR [n_train=800] [n_val=300]
+                                  [imgsz=256] [seed=0] [rule=singleton|count|far|near] [min_size=6]
+                                  [max_size=16] [p_negative=0.1] [height=64] [counterfactual=False]
+                                  [rf_model=yolov8n.yaml] [--force]
 
 Write a deterministic synthetic small-object dataset (PNG images, YOLO labels, data.yaml) under DIR.
   kind=context   tiny coloured squares; rule=singleton labels the one whose colour occurs exactly once
                  in the image, rule=count labels every square with how often its colour occurs
   kind=neutral   tiny squares/disks/crosses, all labelled: no long-range cue (the control set)
+  kind=farcue    the positive control: imgsz x height strips (default 1024 x 64), small targets whose class
+                 is the colour of one cue; rule=far puts the cue beyond every output cell's reach of
+                 rf_model (asserted), rule=near within it; counterfactual=True repaints only the cue
+                 and flips the labels. Train with rect=True at imgsz = the strip width.
 Objects are min_size..max_size px (4..24). Rerunning with the same settings reuses the folder;
 --force replaces a folder holding a different dataset. See docs/datasets.md."""
 
-_INT_KEYS = {"n_train", "n_val", "imgsz", "seed", "min_size", "max_size"}
+_INT_KEYS = {"n_train", "n_val", "imgsz", "seed", "min_size", "max_size", "height"}
 _FLOAT_KEYS = {"p_negative"}
-_STR_KEYS = {"kind", "rule", "out"}
+_BOOL_KEYS = {"counterfactual"}
+_STR_KEYS = {"kind", "rule", "out", "rf_model"}
 
 
 def _parse(argv: list[str]) -> tuple[dict, set[str]]:
@@ -374,11 +566,19 @@ def _parse(argv: list[str]) -> tuple[dict, set[str]]:
         key, sep, value = arg.partition("=")
         if not sep or not key or not value:
             raise ValueError(f"argument {arg!r} is not key=value (for example n_train=800)")
-        if key not in _INT_KEYS | _FLOAT_KEYS | _STR_KEYS:
-            known = ", ".join(sorted(_INT_KEYS | _FLOAT_KEYS | _STR_KEYS))
+        if key not in _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS:
+            known = ", ".join(sorted(_INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS))
             raise ValueError(f"unknown argument {key!r}; known: {known}")
         if key in kv:
             raise ValueError(f"argument {key!r} is given twice")
+        if key in _BOOL_KEYS:
+            from yolo_nonlocal.utils.env import parse_bool
+
+            try:
+                kv[key] = parse_bool(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a boolean; use {key}=True or {key}=False") from None
+            continue
         try:
             kv[key] = int(value) if key in _INT_KEYS else float(value) if key in _FLOAT_KEYS else value
         except ValueError:
@@ -404,12 +604,14 @@ def cli(argv: list[str]) -> int:
     kind = kv.get("kind", "context")
     if kind == "context":
         kv.setdefault("rule", "singleton")
+    elif kind == "farcue":
+        kv.setdefault("rule", "far")
     else:
         kv.setdefault("rule", None)
     try:
         cfg = SyntheticConfig(**kv)
         path = make_dataset(out, cfg, force="--force" in flags, progress="--quiet" not in flags)
-    except (ValueError, FileExistsError, OSError) as e:
+    except (ValueError, FileExistsError, OSError) as e:  # CueInReachError is a ValueError
         print(f"make-dataset: {e}", file=sys.stderr)
         return 2
     print(path)
