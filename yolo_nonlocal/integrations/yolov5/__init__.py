@@ -1,1 +1,47 @@
-"""YOLOv5 / YOLOv7 git clones: make ``models/yolo.py`` understand ``NonLocal`` rows, and undo it byte for byte."""
+"""YOLOv5 / YOLOv7 git clones: make ``models/yolo.py`` understand ``NonLocal`` rows, and undo it byte for byte.
+
+Modules, by concept: :mod:`.tree` (layout, flavour, :class:`PatchError`), :mod:`.source_edit` (the text edit
+of models/yolo.py and its inverse), :mod:`.transaction` (all-or-nothing writes), :mod:`.yamls` (the model
+YAMLs that build on the tree), :mod:`.manifest` (the record in ``.yolo-nonlocal/``), :mod:`.hazards`
+(known problems with this Python's packages: ``hazards.hazards(root)``), :mod:`.api` (:func:`patch`, :func:`unpatch`, :func:`status`)
+and :mod:`.results`. The names below are imported on first use, so this package imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "patch": "api",
+    "unpatch": "api",
+    "status": "api",
+    "PatchResult": "results",
+    "UnpatchResult": "results",
+    "TreeStatus": "results",
+    "PatchError": "tree",
+    "FLAVOURS": "tree",
+    "YOLO_PY": "tree",
+    "STATE_DIR": "tree",
+    "detect_flavour": "tree",
+    "MARKER": "source_edit",
+    "patch_source": "source_edit",
+    "unpatch_source": "source_edit",
+    "YAMLS": "yamls",
+    "source_yaml_dir": "yamls",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
