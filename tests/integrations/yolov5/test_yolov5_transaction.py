@@ -98,19 +98,37 @@ def test_a_failed_temporary_write_leaves_no_file_behind(tmp_path, monkeypatch):
     """Issue 14.1: a temporary file was registered for clean-up only after its write succeeded."""
     root = write_tree(tmp_path / "clone", "yolov5-star")
     before, dirs = snapshot(root), tree_dirs(root)
-    real_fsync = os.fsync
-    count = []
+    real_fdopen = os.fdopen
+    opened = []
 
-    def full(fd):
-        count.append(fd)
-        if len(count) == 2:  # the second file (the backup, in a folder the transaction made) hits a full disk
+    class FullDisk:
+        """The second temporary file (the backup, in a folder the transaction made) hits a full disk."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", full)
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fdopen(fd, *args, **kwargs):
+        f = real_fdopen(fd, *args, **kwargs)
+        opened.append(fd)
+        return FullDisk(f) if len(opened) == 2 else f
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
     with pytest.raises(PatchError, match="No space left on device"):
         patch(root)
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert len(opened) >= 2
     assert not leftovers(root)
     assert snapshot(root) == before and tree_dirs(root) == dirs
 
