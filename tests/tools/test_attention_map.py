@@ -1,11 +1,10 @@
-"""`yolo-nonlocal attention` on the synthetic set: the PNG has the image's size, the saved weights are the
-block's pairwise weights for the query cell (checked against the paper's formulas computed here from the
-block's own theta/phi), and softmax rows sum to 1."""
+"""yolo_nonlocal.tools.attention_map on the synthetic set: the weights are the block's pairwise weights for the
+query cell (checked against the paper's formulas computed here from the block's own theta/phi), softmax rows
+sum to 1, and the picture shows the scale honestly: relative to uniform attention, with a colour bar that
+marks the uniform level, never min-max stretched, large enough to read, named after the model."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_nonlocal.tools.attention_map import attention_map, cli
 from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
+from yolo_nonlocal.tools.attention_map import (
+    MIN_DISPLAY, AttentionMap, attention_map, colour_scale, draw, output_stem, render, save,
+)  # fmt: skip
 
-YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
 NL_YAML = (Path(__file__).resolve().parents[2] / "model_yamls" / "yolov8-nl.yaml").read_text()
 
 
@@ -129,65 +129,135 @@ def test_weights_match_the_paper_formulas(images, tmp_path, mode, sub_sample):
     assert p5.grid == (4, 4) and p5.query_cell == (37 // 32, 101 // 32)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(images, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("ckpt")
-    ckpt = tmp / "nl.pt"
-    _model(tmp, "embedded_gaussian").save(str(ckpt))
-    return ckpt
-
-
-def test_cli_writes_png_of_image_size_and_weights(images, checkpoint, tmp_path):
-    ckpt = checkpoint
-    src = images / "000001.png"
-    project = tmp_path / "out"
-    r = subprocess.run(
-        [YOLO_NONLOCAL, "attention", f"model={ckpt}", f"source={src}", "query=60,90", "imgsz=128", f"project={project}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    png = Path(r.stdout.strip().splitlines()[-1])
-    assert png == project / "000001_layer17_x60_y90.png" and png.is_file()
-    out = cv2.imread(str(png))
-    assert out.shape == cv2.imread(str(src)).shape
-    assert not np.array_equal(out, cv2.imread(str(src))), "the overlay changed the image"
-    weights = np.load(png.with_suffix(".npy"))
-    assert weights.shape == (16, 16) and weights.sum() == pytest.approx(1.0, abs=1e-5)
-    # the saved checkpoint is half precision: compare with the formula on the reloaded model
-    from ultralytics import YOLO
-
-    net = YOLO(str(ckpt)).model.float().eval()
-    ref = _reference(net.model[17], _block_input(net, 17, cv2.imread(str(src))), 90 // 8, 60 // 8)
-    np.testing.assert_allclose(weights, ref, rtol=1e-4, atol=1e-7)
-
-
 def test_non_square_image_is_letterboxed(images, tmp_path):
     yolo = _model(tmp_path, "embedded_gaussian")
     img = cv2.imread(str(images / "000000.png"))[:, :96]  # 128 high, 96 wide
     amap = attention_map(yolo, img, (90.0, 120.0), imgsz=128)
     assert amap.input_hw == (128, 96) and amap.grid == (16, 12) and amap.query_cell == (15, 11)
-    from yolo_nonlocal.tools.attention_map import draw
+    assert amap.model == "yolov8n-embedded_gaussian", "named after the YAML the model was built from"
+    fig = render(img, amap)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    assert box.height == pytest.approx(MIN_DISPLAY, abs=1) and box.width == pytest.approx(MIN_DISPLAY * 96 / 128, abs=1)
 
-    assert draw(img, amap).shape == img.shape
+
+def test_save_writes_the_picture_and_the_weights(images, tmp_path):
+    yolo = _model(tmp_path, "embedded_gaussian")
+    src = images / "000001.png"
+    img = cv2.imread(str(src))
+    amap = attention_map(yolo, img, (60.0, 90.0), imgsz=128)
+    png, npy = save(img, amap, tmp_path / "out", src)
+    assert png == tmp_path / "out" / "yolov8n-embedded_gaussian_000001_layer17_x60_y90.png"
+    assert npy == png.with_suffix(".npy")
+    np.testing.assert_array_equal(np.load(npy), amap.weights)
+    assert cv2.imread(str(png)).shape == draw(img, amap).shape
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["model=M", "source=S", "query=500,10"], "outside the 128x128 image"),
-        (["model=M", "source=S", "query=1;2"], "must be X,Y"),
-        (["model=M", "source=S", "query=10,10", "layer=5"], "layer=5 is not a NonLocal layer"),
-        (["model=M", "source=/nonexistent.png", "query=1,1"], "not a readable image"),
-        (["model=yolov8n.yaml", "source=S", "query=1,1"], "has no NonLocal layer"),
-        (["model=missing.pt", "source=S", "query=1,1"], "does not exist"),
-        (["source=S", "query=1,1"], "missing model="),
-        (["model=M", "source=S", "query=1,1", "colour=red"], "unknown argument 'colour'"),
-    ],
-)
-def test_bad_arguments(images, checkpoint, tmp_path, capsys, argv, message):
-    argv = [a.replace("=M", f"={checkpoint}").replace("=S", f"={images / '000000.png'}") for a in argv]
-    assert cli([*argv, f"project={tmp_path / 'o'}"]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+# ------------------------------------------------------------------------------------------ the picture's scale
+
+
+def _map(weights: np.ndarray, mode: str = "embedded_gaussian", size: int = 128, model: str = "m") -> AttentionMap:
+    """A map of a 16 x 16 key grid over a ``size`` px square image (stride 8 at imgsz 128)."""
+    return AttentionMap(
+        weights=weights.astype(np.float32), layer=17, mode=mode, query=(60.0, 70.0), query_cell=(8, 7),
+        grid=(16, 16), ratio=128 / size, input_hw=(128, 128), image_hw=(size, size), model=model,
+    )  # fmt: skip
+
+
+GREY = np.full((128, 128, 3), 128, np.uint8)
+
+
+def _overlay_strength(amap: AttentionMap) -> tuple[float, float]:
+    """How much the overlay changes the picture: mean and max |difference| to the same picture without it."""
+    with_overlay = draw(GREY, amap).astype(np.float64)
+    without = draw(GREY, amap, alpha=0.0).astype(np.float64)
+    diff = np.abs(with_overlay - without)
+    return float(diff.mean()), float(diff.max())
+
+
+def _nearly_uniform() -> np.ndarray:
+    """The issue's case: max 0.005 where uniform is 1/256 = 0.0039."""
+    w = np.ones((16, 16))
+    w[3, 4] = 1.28
+    w /= w.sum()
+    assert w.max() == pytest.approx(0.005, abs=1e-4)
+    return w
+
+
+def test_a_nearly_uniform_softmax_map_is_drawn_faint():
+    """Coloured from 0 to its own maximum, a map 1.3x uniform at most was a full-strength overlay everywhere."""
+    faint_mean, faint_max = _overlay_strength(_map(_nearly_uniform()))
+    peaked = np.ones((16, 16))
+    peaked[3, 4] = 200.0  # one key holds 44% of the attention: 113x uniform
+    strong_mean, strong_max = _overlay_strength(_map(peaked / peaked.sum()))
+    assert faint_mean < 0.1 and faint_max < 40, "the near-uniform map barely tints the image"
+    assert strong_max > 80 and strong_mean > 20 * faint_mean, "a peaked map stands out"
+
+
+def test_colour_scale_is_relative_to_uniform_and_the_bar_marks_it():
+    amap = _map(_nearly_uniform())
+    scale = colour_scale(amap)
+    assert scale.log2 and scale.uniform == pytest.approx(1 / 256)
+    np.testing.assert_allclose(scale.values, np.log2(amap.weights.astype(np.float64) * 256), rtol=1e-6)
+    assert scale.limit >= 2 and -scale.limit < 0 < scale.limit, "the range contains the uniform level (0)"
+    assert np.abs(scale.values).max() / scale.limit < 0.2, "a 1.28x peak uses under a fifth of the colour range"
+    fig = render(GREY, amap)
+    bar = fig.axes[1]
+    assert bar.get_ylim()[0] < 0 < bar.get_ylim()[1]
+    labels = {t.get_text(): t.get_position()[1] for t in bar.get_yticklabels()}
+    assert labels["1x uniform"] == 0.0 and "1/N' = 0.00391" in bar.get_title(loc="left")
+
+
+def test_dot_product_differences_of_four_percent_are_not_stretched():
+    """min-max scaling spread 4% differences over the whole colour range."""
+    w = (1.0 + 0.04 * np.linspace(0.0, 1.0, 256)).reshape(16, 16) / 256
+    amap = _map(w, "dot_product")
+    scale = colour_scale(amap)
+    assert not scale.log2 and scale.limit == 1.0
+    assert np.abs(scale.values).max() < 0.021, "+-2% of the row mean stays +-2% of the colour range"
+    mean, peak = _overlay_strength(amap)
+    assert peak < 5 and mean < 1
+    signed = np.zeros((16, 16))
+    signed[0, 0], signed[0, 1] = 5.0, -3.0  # weights of both signs: the scale grows to hold them
+    s2 = colour_scale(_map(signed, "dot_product"))
+    assert s2.limit == pytest.approx(np.abs(s2.values).max()) and s2.values[0, 0] > 0 > s2.values[0, 1]
+
+
+def test_concatenation_zeros_are_the_bottom_of_the_scale():
+    w = np.zeros((16, 16))
+    w[:8] = 2.0 / 256  # half the keys get twice the mean, the other half nothing (ReLU)
+    scale = colour_scale(_map(w, "concatenation"))
+    assert scale.log2 and scale.uniform == pytest.approx(1 / 256)
+    assert np.isfinite(scale.values).all() and scale.values[0, 0] == pytest.approx(1.0)
+    assert scale.values[-1, -1] == -scale.limit
+    zero = colour_scale(_map(np.zeros((16, 16)), "concatenation"))
+    assert (zero.values == 0).all()
+
+
+def test_picture_is_readable_at_128_px_with_the_title_clear_of_the_image():
+    amap = _map(_nearly_uniform(), size=128)
+    out = draw(GREY, amap)
+    assert max(out.shape[:2]) >= MIN_DISPLAY, "a 128 px source is drawn large enough to read"
+    fig = render(GREY, amap)
+    fig.canvas.draw()
+    image_box = fig.axes[0].get_window_extent()
+    assert image_box.width >= MIN_DISPLAY - 1
+    title = next(t for t in fig.texts if "layer 17" in t.get_text())
+    assert title.get_window_extent().y0 >= image_box.y1, "the label sits above the image, not on it"
+    bar_box = fig.axes[1].get_window_extent()
+    assert bar_box.x0 > image_box.x1, "the colour bar sits beside the image"
+    big = np.full((900, 1200, 3), 128, np.uint8)
+    assert draw(big, _big_map()).shape[1] >= 1200, "a large source keeps its own size"
+
+
+def _big_map() -> AttentionMap:
+    w = _nearly_uniform()
+    return AttentionMap(weights=w.astype(np.float32), layer=17, mode="embedded_gaussian", query=(600.0, 400.0),
+                        query_cell=(5, 8), grid=(16, 16), ratio=128 / 1200, input_hw=(96, 128), image_hw=(900, 1200))
+
+
+def test_output_stem_names_the_model():
+    a, b = _map(_nearly_uniform(), model="runA-best"), _map(_nearly_uniform(), model="runB-best")
+    assert output_stem(a, "x/img.png") == "runA-best_img_layer17_x60_y70"
+    assert output_stem(a, "img.png") != output_stem(b, "img.png")

@@ -1,134 +1,21 @@
-"""`yolo-nonlocal compare` end to end: the real command in a subprocess trains a Non-local YOLOv8n and its
-baseline through Ultralytics on a tiny synthetic set, writes every report, and reuses finished runs."""
+"""yolo_nonlocal.tools.compare's Python API: run fingerprints, the chart's title, settings checked before anything
+runs, the printed table. The real command end to end (training through Ultralytics, every report, reuse and
+resume) is tests/cli/test_compare_cmd.py."""
 
 from __future__ import annotations
 
-import csv
-import json
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from yolo_nonlocal.tools.compare import METRICS, _fingerprint, cli
 from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
-
-YOLO_NONLOCAL = str(Path(sys.executable).parent / "yolo-nonlocal")
+from yolo_nonlocal.tools.compare import _fingerprint, check_train_arg, result_table, settings_from_args
 
 
 @pytest.fixture(scope="module")
 def context_data(tmp_path_factory) -> Path:
     cfg = SyntheticConfig(kind="context", n_train=8, n_val=4, imgsz=128, seed=0, min_size=8, max_size=16)
     return make_dataset(tmp_path_factory.mktemp("ctx") / "ds", cfg, progress=False)
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([YOLO_NONLOCAL, "compare", *args], capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.slow
-def test_compare_end_to_end_and_reuse(context_data, tmp_path):
-    from ultralytics import YOLO
-
-    from yolo_nonlocal import NonLocal
-    from yolo_nonlocal.metrics.coco import evaluate
-
-    project = tmp_path / "cmp"
-    args = [
-        "model=yolov8n-nl.yaml",
-        "baseline=yolov8n.yaml",
-        f"data={context_data}",
-        "epochs=1",
-        "imgsz=64",
-        "batch=4",
-        "workers=0",
-        "seeds=2",
-        "latency_runs=3",
-        f"project={project}",
-    ]
-    r = _run(args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("[compare] (") >= 8, "progress lines for every run"
-    assert "asks for train args" in r.stderr and "mosaic" in r.stderr
-
-    for name in ("compare.md", "compare.csv", "compare.json", "compare.png"):
-        assert (project / name).is_file() and (project / name).stat().st_size > 0, name
-    import cv2
-
-    png = cv2.imread(str(project / "compare.png"))
-    assert png is not None and png.shape[0] > 100 and png.shape[1] > 100
-
-    result = json.loads((project / "compare.json").read_text())
-    base, model = result["models"]
-    assert (base["model"], base["role"], model["model"], model["role"]) == ("yolov8n", "baseline", "yolov8n-nl", "model")
-    assert result["settings"]["seeds"] == [0, 1]
-    assert result["settings"]["train_args"]["mosaic"] == 0.0, "the data.yaml's train_args reach both models"
-    assert result["machine"]["torch"] and result["machine"]["device"] == "cpu"
-    for entry in (base, model):
-        for k in (*METRICS, "params", "gflops", "latency_ms"):
-            assert k in entry
-        assert len(entry["runs"]) == 2
-        for k in METRICS:  # each run's metric is coco_eval on that run's predictions; entry = mean/std of them
-            per_run = []
-            for run in entry["runs"]:
-                preds = Path(run["run_dir"]) / "coco_val" / "predictions.json"
-                truth = evaluate(str(context_data), str(preds), split="val")[k]
-                if truth is None or truth != truth or truth < 0:  # COCO's -1: no objects in that area range
-                    assert run[k] is None
-                else:
-                    assert run[k] == pytest.approx(truth, abs=1e-9)
-                    per_run.append(truth)
-            if per_run:
-                assert entry[k] == pytest.approx(statistics.fmean(per_run))
-                assert entry[f"{k}_std"] == pytest.approx(statistics.stdev(per_run))
-        trained = YOLO(entry["runs"][0]["weights"]).model
-        assert entry["params"] == sum(p.numel() for p in trained.parameters())
-        # the attention products at imgsz=64: P5 (stride 32) is 2x2, P3 (stride 8) is 8x8
-        blocks = [m for m in trained.modules() if isinstance(m, NonLocal)]
-        strides = [32, 8] if blocks else []
-        expected = sum(2 * b.attention_macs((64 // s, 64 // s)) for b, s in zip(blocks, strides)) / 1e9
-        assert entry["attention_gflops"] == pytest.approx(expected, rel=1e-9)
-        assert entry["gflops"] == pytest.approx(entry["gflops_conv"] + entry["attention_gflops"])
-        # the total is the Ultralytics summary's (attention counted once, not on top of thop's own count)
-        from ultralytics.utils.torch_utils import get_flops
-
-        assert entry["gflops"] == pytest.approx(get_flops(trained.float(), 64), rel=1e-6)
-        assert entry["latency_ms"] > 0
-    assert base["attention_gflops"] == 0 and base["nonlocal_blocks"] == 0
-    assert model["attention_gflops"] > 0 and model["nonlocal_blocks"] == 2
-    assert model["params"] > base["params"]
-    assert model["gflops"] > base["gflops"]
-
-    rows = list(csv.DictReader(open(project / "compare.csv")))
-    assert [row["model"] for row in rows] == ["yolov8n", "yolov8n-nl"]
-    assert float(rows[1]["params"]) == model["params"] and rows[0]["n_seeds"] == "2"
-    md = (project / "compare.md").read_text()
-    assert "| yolov8n-nl |" in md and "| yolov8n |" in md and "APs" in md and "Machine:" in md
-
-    # Rerun: every finished run is reused, nothing retrained, same numbers.
-    weights = sorted(project.glob("runs/*/weights/best.pt"))
-    assert len(weights) == 4
-    mtimes = [w.stat().st_mtime_ns for w in weights]
-    # a record written by an older version with a wrong cost: the rerun counts the cost again
-    stale = Path(model["runs"][0]["run_dir"]) / "run.json"
-    stale.write_text(json.dumps({**json.loads(stale.read_text()), "gflops": 999.0, "attention_gflops": 99.0}))
-    r2 = _run(args)
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count("reusing the finished run") == 4 and "training yolov8n" not in r2.stderr
-    assert [w.stat().st_mtime_ns for w in weights] == mtimes
-    again = json.loads((project / "compare.json").read_text())
-    assert [e["AP"] for e in again["models"]] == [e["AP"] for e in result["models"]]
-    assert [e["gflops"] for e in again["models"]] == [e["gflops"] for e in result["models"]]
-
-    # A run without its completion record is trained again; the others are still reused.
-    victim = Path(base["runs"][0]["run_dir"])
-    (victim / "run.json").unlink()
-    r3 = _run(args)
-    assert r3.returncode == 0, r3.stderr[-3000:]
-    assert r3.stderr.count("reusing the finished run") == 3
-    assert f"training yolov8n (baseline: yolov8n.yaml) seed 0 -> {victim}" in r3.stderr
 
 
 def test_chart_title_names_the_dataset(context_data, tmp_path):
@@ -157,47 +44,53 @@ def test_fingerprint_changes_with_every_setting(context_data):
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "kv, message",
     [
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml"], "missing data="),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=/nonexistent/data.yaml"], "data=/nonexistent/data.yaml does not exist"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "epoch=3"], "did you mean epochs"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "name=x"], "compare names every run itself"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "seeds=0"], "seeds=0 must be >= 1"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "seeds=[1,1]"], "repeats a seed"),
-        (["model=missing.pt", "baseline=yolov8n.yaml", "data=DATA"], "model=missing.pt does not exist"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n-typo.yaml", "data=DATA"], "baseline=yolov8n-typo.yaml is not a model YAML"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "epochs=ten"], "epochs"),
-        (["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", "data=DATA", "--fast"], "unknown flag"),
+        ({"model": "yolov8n-nl.yaml", "baseline": "yolov8n.yaml"}, "missing data="),
+        ({"data": "/nonexistent/data.yaml"}, "data=/nonexistent/data.yaml does not exist"),
+        ({"epoch": 3}, "did you mean epochs=?"),
+        ({"name": "x"}, "compare names every run itself"),
+        ({"seeds": 0}, "seeds=0 must be >= 1"),
+        ({"seeds": [1, 1]}, "repeats a seed"),
+        ({"seed": -1}, "seed=-1 must be a non-negative integer"),
+        ({"latency_runs": 0}, "latency_runs=0 must be a positive integer"),
+        ({"model": "missing.pt"}, "model=missing.pt does not exist"),
+        ({"baseline": "yolov8n-typo.yaml"}, "baseline=yolov8n-typo.yaml is not a model YAML"),
+        ({"epochs": "ten"}, "epochs"),
+        ({"pretrained": "/no/base.pt"}, "pretrained=/no/base.pt does not exist"),
     ],
 )
-def test_bad_arguments_are_refused_before_training(argv, message, context_data, capsys, tmp_path):
-    argv = [a.replace("DATA", str(context_data)) for a in argv] + [f"project={tmp_path / 'p'}"]
-    assert cli(argv) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "p").exists(), "nothing is written for a refused command"
+def test_settings_are_checked_before_anything_runs(kv, message, context_data, tmp_path):
+    base = {"model": "yolov8n-nl.yaml", "baseline": "yolov8n.yaml", "data": str(context_data)}
+    if "model" in kv and "baseline" in kv:
+        base = {}
+    with pytest.raises((ValueError, FileNotFoundError), match=None) as e:
+        settings_from_args({**base, **kv, "project": str(tmp_path / "p")})
+    assert message in str(e.value)
+    assert not (tmp_path / "p").exists(), "nothing is written for refused settings"
 
 
-def test_help(capsys):
-    assert cli(["--help"]) == 0
-    out = capsys.readouterr().out
-    assert "model=yolov8n-nl.yaml baseline=yolov8n.yaml" in out and "--force" in out
+def test_settings_merge_the_datasets_train_args_under_the_users(context_data, tmp_path):
+    s = settings_from_args({"model": "yolov8n-nl.yaml", "baseline": "yolov8n.yaml", "data": str(context_data),
+                            "seeds": 2, "seed": 5, "mosaic": 0.5, "epochs": 3, "project": str(tmp_path)})  # fmt: skip
+    assert s.seeds == [5, 6] and s.labels() == ("yolov8n-nl", "yolov8n")
+    assert s.train_args["mosaic"] == 0.5, "the user's value wins over the data.yaml's"
+    assert s.train_args["translate"] == 0.0 and s.train_args["plots"] is False and s.train_args["epochs"] == 3
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end_with_a_tiny_preset(tmp_path):
-    """`make demo` runs `python -m yolo_nonlocal.tools.demo`; here with the preset shrunk to seconds."""
-    import os
+def test_check_train_arg_suggests_from_both_sets():
+    check_train_arg("lr0")
+    check_train_arg("seeds")
+    with pytest.raises(ValueError, match=r"did you mean seed= or seeds="):
+        check_train_arg("seedz")
+    with pytest.raises(ValueError, match="compare resumes an interrupted run by itself"):
+        check_train_arg("resume")
 
-    env = {**os.environ, "YOLO_NONLOCAL_DEMO_DIR": str(tmp_path / "demo_runs")}
-    args = ["n_train=8", "n_val=4", "dataset_imgsz=128", "epochs=1", "imgsz=64", "batch=4", "latency_runs=2"]
-    r = subprocess.run(
-        [sys.executable, "-m", "yolo_nonlocal.tools.demo", *args], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "NOT evidence" in r.stdout and "yolov8n-nl" in r.stdout and "APs" in r.stdout
-    out = tmp_path / "demo_runs" / "compare"
-    assert (out / "compare.png").is_file() and (out / "compare.md").is_file()
-    result = json.loads((out / "compare.json").read_text())
-    assert [e["model"] for e in result["models"]] == ["yolov8n", "yolov8n-nl"]
-    assert result["settings"]["train_args"]["epochs"] == 1 and result["settings"]["train_args"]["imgsz"] == 64
+
+def test_result_table_is_one_row_per_model():
+    entry = {"AP": 0.1234, "AP_std": 0.01, "APs": None, "APs_std": None, "AP50": 0.5, "AP50_std": 0.02,
+             "params": 3_200_000, "gflops": 8.7, "latency_ms": 12.34}  # fmt: skip
+    result = {"settings": {"seeds": [0, 1]}, "models": [{**entry, "model": "yolov8n"}, {**entry, "model": "yolov8n-nl"}]}
+    lines = result_table(result).splitlines()
+    assert lines[0].split() == ["model", "AP", "APs", "AP50", "params", "GFLOPs", "ms"]
+    assert lines[2].split() == ["yolov8n-nl", "12.3", "±", "1.0", "n/a", "50.0", "±", "2.0", "3.20M", "8.70", "12.3"]

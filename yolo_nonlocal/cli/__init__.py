@@ -1,8 +1,10 @@
 """The `yolo-nonlocal` command: one entry point, one module per sub-command.
 
-Sub-commands take Ultralytics-style ``key=value`` arguments (and flags where a sub-command says so);
-each is implemented by a ``cli(argv: list[str]) -> int`` function in its own module, imported only when
-that sub-command runs.
+Every sub-command takes Ultralytics-style ``key=value`` arguments in the one grammar of
+:mod:`yolo_nonlocal.cli.args` (errors: ``yolo-nonlocal COMMAND: error: ...``, exit status 2). Each is
+``yolo_nonlocal/cli/<command>.py`` with ``main(argv: list[str]) -> int``, imported only when that
+sub-command runs, and calls the Python API of the module that does the work. ``python -m yolo_nonlocal``
+is the same command.
 """
 
 from __future__ import annotations
@@ -25,34 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 ALIASES: dict[str, list[str]] = {"patch": ["yolov5", "patch"], "unpatch": ["yolov5", "unpatch"], "status": ["yolov5", "status"]}
 
 
-def parse_key_values(argv: list[str], known: set[str], required: tuple[str, ...], example: str) -> dict[str, str]:
-    """``key=value`` arguments of a sub-command, checked: unknown, repeated or missing keys raise ValueError."""
-    kv: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or not key or not value:
-            raise ValueError(f"argument {arg!r} is not key=value (for example {example})")
-        if key not in known:
-            raise ValueError(f"unknown argument {key!r}; known: {', '.join(sorted(known))}")
-        if key in kv:
-            raise ValueError(f"argument {key!r} is given twice")
-        kv[key] = value
-    missing = [k for k in required if k not in kv]
-    if missing:
-        raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
-    return kv
-
-
-def int_value(key: str, text: str | None) -> int | None:
-    """``text`` as an int (None stays None); a ValueError naming ``key`` otherwise."""
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{key}={text!r} must be an integer") from None
-
-
 def _usage() -> str:
     from yolo_nonlocal import __version__
 
@@ -63,16 +37,27 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _print(text: str) -> int:
+    """Print to stdout; a reader that went away (``| head``) ends it quietly."""
+    from yolo_nonlocal.cli.args import quiet_broken_pipe
+
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``yolo-nonlocal ARGV``; returns the exit status (0, or 2 for every argument error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
-        print(_usage())
-        return 0
+        return _print(_usage())
     if argv[0] in {"-V", "--version", "version"}:
         from yolo_nonlocal import __version__
 
-        print(__version__)
-        return 0
+        return _print(__version__)
     if argv[0] in ALIASES:
         argv = ALIASES[argv[0]] + argv[1:]
     name, rest = argv[0], argv[1:]
@@ -81,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
         close = difflib.get_close_matches(name, list(COMMANDS) + list(ALIASES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        print(f"yolo-nonlocal: error: unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        try:
+            print(f"yolo-nonlocal: error: unknown command {name!r}{hint} (commands: {', '.join(COMMANDS)})",
+                  file=sys.stderr)
+        except BrokenPipeError:  # pragma: no cover - stderr closed
+            pass
         return 2
     module, _ = COMMANDS[name]
     return int(importlib.import_module(module).main(rest) or 0)

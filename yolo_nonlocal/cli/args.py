@@ -7,7 +7,8 @@ Rules, the same for every command:
 
 - every argument is ``key=value``; ``-`` in a key reads as ``_`` (``dry-run=True`` is ``dry_run=True``);
 - values are typed by the command's :class:`Arg` list: ``str``, ``int``, ``float``, ``bool`` (``True``/
-  ``False``, ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case) or ``list`` of ints (``0,1,2``);
+  ``False``, ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case), ``list`` of ints (``0,1,2``), or a
+  converter function of the command's own (``query=X,Y``) whose ValueError names what is expected;
 - a key given twice, an unknown key (with a did-you-mean hint) and a missing required key are refused;
 - a command may take one bare positional (``patch ~/yolov5``) for one named key, and documented legacy
   flags (``--dry-run``) as aliases of ``key=True``;
@@ -27,7 +28,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from yolo_nonlocal.utils.env import parse_bool
 
-__all__ = ["Arg", "ArgumentError", "HelpRequested", "parse", "usage", "run", "error", "EXIT_USAGE"]
+__all__ = [
+    "Arg", "ArgumentError", "HelpRequested", "parse", "usage", "run", "error", "suggest", "quiet_broken_pipe", "EXIT_USAGE",
+]
 
 EXIT_USAGE = 2  # the exit status of every error, as argparse and Ultralytics' own CLI use
 HELP = frozenset({"-h", "--help", "help"})
@@ -46,12 +49,13 @@ class HelpRequested(Exception):
 class Arg:
     """One ``key=value`` argument of a command.
 
-    ``type`` is ``str``, ``int``, ``float``, ``bool`` or ``list`` (a comma list of ints, or one int);
+    ``type`` is ``str``, ``int``, ``float``, ``bool``, ``list`` (a comma list of ints, or one int) or any
+    function ``text -> value`` that raises ValueError (its message is shown after ``key='text':``);
     ``choices`` limits the accepted values; ``required`` arguments have no default.
     """
 
     name: str
-    type: type = str
+    type: Callable[[str], Any] = str
     default: Any = None
     help: str = ""
     required: bool = False
@@ -81,8 +85,13 @@ class Arg:
                 raise ArgumentError(f"{key}={text!r} must be an integer or a comma list of integers (0,1,2)") from None
             if not value:
                 raise ArgumentError(f"{key}= is empty; give an integer or a comma list such as {key}=0,1,2")
-        else:
+        elif self.type is str:
             value = text
+        else:
+            try:
+                value = self.type(text)
+            except (ValueError, TypeError) as e:
+                raise ArgumentError(f"{key}={text!r}: {e}") from None
         if self.choices is not None and value not in self.choices:
             raise ArgumentError(f"{key}={text!r} is not one of: {', '.join(map(str, self.choices))}")
         return value
@@ -90,6 +99,12 @@ class Arg:
 
 def _index(spec: Iterable[Arg]) -> dict[str, Arg]:
     return {a.name: a for a in spec}
+
+
+def suggest(key: str, candidates: Iterable[str], n: int = 3) -> str:
+    """``"; did you mean epochs=?"`` for the closest ``candidates`` to ``key``, or ``""``: the one hint wording."""
+    close = difflib.get_close_matches(key, list(candidates), n=n)
+    return f"; did you mean {' or '.join(k + '=' for k in close)}?" if close else ""
 
 
 def parse(
@@ -135,9 +150,7 @@ def parse(
         elif extra is not None:
             values[key] = extra(key, text)
         else:
-            close = difflib.get_close_matches(key, list(args), n=3)
-            hint = f"; did you mean {' or '.join(k + '=' for k in close)}?" if close else ""
-            raise ArgumentError(f"unknown argument {key!r}{hint} (known: {', '.join(args)})")
+            raise ArgumentError(f"unknown argument {key!r}{suggest(key, args)} (known: {', '.join(args)})")
     missing = [a.name for a in args.values() if a.required and a.name not in values]
     if missing:
         raise ArgumentError(f"missing {', '.join(k + '=...' for k in missing)} (see --help)")
@@ -147,20 +160,26 @@ def parse(
 
 
 def usage(command: str, spec: Iterable[Arg], description: str = "", *, positional: str | None = None,
-          epilog: str = "") -> str:
-    """The ``--help`` text of a command, from its :class:`Arg` list."""
+          epilog: str = "", aliases: Mapping[str, str] | None = None) -> str:
+    """The ``--help`` text of a command, from its :class:`Arg` list (and its legacy flags, when it has any)."""
     args = list(spec)
     head = " ".join(
         (f"[{a.name}=]{a.name.upper()}" if a.name == positional else f"{a.name}={a.name.upper()}")
         if a.required else f"[{a.name}={a.default}]"
         for a in args
     )
-    lines = [f"usage: yolo-nonlocal {command} {head}".rstrip()]
+    import textwrap
+
+    lead = f"usage: yolo-nonlocal {command} "
+    lines = textwrap.wrap(head, width=110, initial_indent=lead, subsequent_indent=" " * len(lead),
+                          break_on_hyphens=False, break_long_words=False) or [lead.rstrip()]
     if description:
         lines += ["", description]
     if args:
         width = max(len(a.name) for a in args)
         lines += [""] + [f"  {a.name:<{width}}  {a.help}".rstrip() for a in args]
+    if aliases:
+        lines += [""] + [f"  {flag} is {meaning}" for flag, meaning in aliases.items()]
     if epilog:
         lines += ["", epilog]
     lines += ["", "Errors exit with status 2 and name the offending argument."]
@@ -198,22 +217,28 @@ def run(
     """
     spec = list(spec)
     try:
-        values = parse(argv, spec, positional=positional, aliases=aliases, extra=extra)
-    except HelpRequested:
-        print(usage(command, spec, description, positional=positional, epilog=epilog))
-        return 0
-    except ArgumentError as e:
-        return error(command, e)
-    try:
-        return int(action(**values) or 0)
+        try:
+            values = parse(argv, spec, positional=positional, aliases=aliases, extra=extra)
+        except HelpRequested:
+            print(usage(command, spec, description, positional=positional, epilog=epilog, aliases=aliases))
+            sys.stdout.flush()  # a closed reader shows here, inside the try, not in the interpreter's last flush
+            return 0
+        except ArgumentError as e:
+            return error(command, e)
+        try:
+            status = int(action(**values) or 0)
+            sys.stdout.flush()
+            return status
+        except BrokenPipeError:  # an OSError, but not the command's error: the reader went away
+            raise
+        except errors as e:
+            return error(command, e)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         return 0
-    except errors as e:
-        return error(command, e)
 
 
-def _quiet_broken_pipe() -> None:
+def quiet_broken_pipe() -> None:
     """After the reader of stdout went away: point stdout at /dev/null so the interpreter's final flush is silent."""
     import os
 

@@ -3,33 +3,49 @@
 The idea of the paper's Figure 1: pick a position i (the query), take the normalised pairwise weights
 f(x_i, x_j) / C(x) of a Non-local block for every position j, and overlay them on the image. For the
 softmax modes (``embedded_gaussian``, ``gaussian``) the weights of a query sum to 1; for ``dot_product``
-and ``concatenation`` they are f / N' (the paper's normalisation) and are shown min-max normalised.
+and ``concatenation`` they are f / N' (the paper's normalisation).
 
-How: the image is letterboxed the way the detector sees it (scaled so its long side is ``imgsz``, padded
-on the right and bottom to a multiple of the model's stride, so image pixel (x, y) maps to
-(x * r, y * r)); a forward hook records the input of every NonLocal layer; the chosen layer's
+How: the image is letterboxed the way the detector sees it (:mod:`yolo_nonlocal.tools.inference`); a
+forward hook records the input of every NonLocal layer; the chosen layer's
 :meth:`NonLocal.pairwise_weights` row for the query's cell is reshaped to the key grid (half resolution
-with ``sub_sample``), resized back to the original image and drawn as a heat map. The PNG has the size of
-the source image; the raw weights are saved next to it as ``.npy`` (the key grid, float32).
+with ``sub_sample``) and mapped back onto the source image.
 
-Command line (``yolo-nonlocal attention``)::
+How it is coloured, so that the picture cannot overstate where the block looks (:func:`colour_scale`):
 
-    yolo-nonlocal attention model=runs/.../best.pt source=image.png query=120,64 [layer=N] [imgsz=S] project=DIR
+- non-negative weights (softmax modes, ``concatenation``): the ratio of each weight to the uniform level
+  (1/N' for a softmax, the row mean for ``concatenation``), on a log2 scale centred on 1x: red above
+  uniform, blue below. The scale spans at least 1/4x..4x, so a nearly uniform map (max 1.3x) is drawn
+  faint, not as a full-strength overlay;
+- ``dot_product`` (signed weights): the deviation from the row mean in units of the mean |w|, at least
+  -1..+1, so 4% differences stay 4% of the colour range instead of being stretched over all of it.
+
+The overlay's opacity follows the distance from uniform, so where the block looks everywhere alike the
+image shows through. The PNG (:func:`render`, matplotlib) has the image panel at least 512 px on its long
+side, a title above it (model, layer, grid, mode, query, max/min relative to uniform) and a colour bar
+with the uniform level marked. The raw weights (key grid, float32) are saved next to it as ``.npy``.
+File names start with the model's name (:func:`output_stem`), so several models can share one folder.
 """
 
 from __future__ import annotations
 
 import math
-import sys
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["AttentionMap", "attention_map", "draw", "cli"]
+from yolo_nonlocal.tools.inference import input_size, letterbox, load_model, model_label, network_input, nonlocal_layers
+
+__all__ = ["AttentionMap", "ColourScale", "attention_map", "colour_scale", "render", "draw", "output_stem", "save"]
 
 SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
+# the weakest colour scale: a map within 1/4x..4x of uniform never fills the colours (log2 limits of +-2)
+MIN_LOG2_RANGE = 2.0
+# a dot_product map is coloured by its deviation from the row mean in units of mean |w|; at least +-1
+MIN_DEVIATION_RANGE = 1.0
+MIN_DISPLAY = 512  # the image panel's long side in pixels, at least (a 128 px source is drawn 4x)
 
 
 @dataclass
@@ -45,66 +61,17 @@ class AttentionMap:
     ratio: float  # letterbox scale: image pixel * ratio = network input pixel
     input_hw: tuple[int, int]  # padded network input (H, W)
     image_hw: tuple[int, int]  # source image (H, W)
+    model: str = "model"  # a short name of the model (see inference.model_label), for labels and file names
 
+    @property
+    def n_keys(self) -> int:
+        """N', the number of key positions (the block's key grid, halved per side with ``sub_sample``)."""
+        return int(self.weights.size)
 
-def _load_model(model: Any):
-    """A DetectionModel in eval mode, from a path (.pt or .yaml) or an Ultralytics YOLO/nn.Module."""
-    from torch import nn
-    from ultralytics.engine.model import Model
-
-    if isinstance(model, Model):  # ultralytics.YOLO (itself an nn.Module): its network is .model
-        return model.model.float().eval()
-    if isinstance(model, nn.Module):
-        return model.float().eval()
-    spec = str(model)
-    if spec.endswith(".pt") and not Path(spec).is_file():
-        raise FileNotFoundError(f"model={spec} does not exist (attention never downloads weights)")
-    from ultralytics import YOLO
-
-    return YOLO(spec).model.float().eval()
-
-
-def _nonlocal_layers(net) -> dict[int, Any]:
-    from yolo_nonlocal.nonlocal_block import NonLocal
-
-    layers = getattr(net, "model", None)
-    if layers is None:
-        raise ValueError("the model has no Ultralytics layer list (.model); pass a YOLO checkpoint or model YAML")
-    return {i: m for i, m in enumerate(layers) if isinstance(m, NonLocal)}
-
-
-def _letterbox(img_bgr: np.ndarray, imgsz: int, stride: int) -> tuple[np.ndarray, float]:
-    import cv2
-
-    h, w = img_bgr.shape[:2]
-    r = imgsz / max(h, w)
-    nh, nw = max(1, round(h * r)), max(1, round(w * r))
-    resized = img_bgr if (nh, nw) == (h, w) else cv2.resize(img_bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    ph, pw = math.ceil(nh / stride) * stride, math.ceil(nw / stride) * stride
-    out = np.full((ph, pw, 3), 114, np.uint8)
-    out[:nh, :nw] = resized
-    return out, r
-
-
-def _input_size(net, imgsz: int | None) -> int:
-    """``imgsz``, by default the size the checkpoint was trained at (else 640); at least 32."""
-    if imgsz is None:
-        train_args = getattr(net, "args", None) or {}
-        imgsz = int(train_args.get("imgsz", 640)) if isinstance(train_args, dict) else 640
-    if imgsz < 32:
-        raise ValueError(f"imgsz={imgsz} must be >= 32")
-    return imgsz
-
-
-def _network_input(net, img_bgr: np.ndarray, imgsz: int):
-    """The (1, 3, H, W) float input the detector sees for a BGR image, on the model's device, and the scale r."""
-    import torch
-
-    stride = int(max(int(net.stride.max()), 32)) if hasattr(net, "stride") else 32
-    boxed, r = _letterbox(img_bgr, imgsz, stride)
-    p = next(net.parameters())
-    tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(p.device, torch.float32)
-    return tensor[None] / 255.0, r
+    @property
+    def uniform(self) -> float:
+        """1/N': the weight every key would get if the query looked everywhere alike (softmax modes)."""
+        return 1.0 / self.n_keys
 
 
 def attention_map(
@@ -122,8 +89,8 @@ def attention_map(
     import cv2
     import torch
 
-    net = _load_model(model)
-    layers = _nonlocal_layers(net)
+    net = load_model(model, "attention")
+    layers = nonlocal_layers(net)
     if not layers:
         raise ValueError("the model has no NonLocal layer; pass a Non-local model (e.g. one trained from yolov8n-nl.yaml)")
     if layer is not None and layer not in layers:
@@ -142,7 +109,7 @@ def attention_map(
     if not (0 <= x < w and 0 <= y < h):
         raise ValueError(f"query={x:g},{y:g} is outside the {w}x{h} image; give X,Y in pixels with 0 <= X < {w}, 0 <= Y < {h}")
 
-    tensor, r = _network_input(net, img, _input_size(net, imgsz))
+    tensor, r = network_input(net, img, input_size(net, imgsz))
 
     inputs: dict[int, torch.Tensor] = {}
     hooks = [
@@ -177,108 +144,157 @@ def attention_map(
         ratio=r,
         input_hw=(ih, iw),
         image_hw=(h, w),
+        model=model_label(model),
     )
 
 
-def draw(image: np.ndarray, amap: AttentionMap, alpha: float = 0.8) -> np.ndarray:
-    """The BGR image (same size) with ``amap``'s weights as a heat map, the query marked and a legend.
+@dataclass(frozen=True)
+class ColourScale:
+    """How a map is coloured: ``values`` on the key grid, with the colour range ``-limit..limit`` centred on
+    the uniform level (value 0); ``log2`` says whether values are log2 ratios to uniform."""
 
-    The colour is blended in proportion to the weight (up to ``alpha``), so positions the query does not
-    look at keep the original image and the few it does look at stand out.
-    """
+    values: np.ndarray  # (Hk, Wk) float64, 0 = uniform
+    limit: float  # the colour range is -limit..limit
+    log2: bool  # True: values are log2(weight / uniform); False: (w - mean) / mean|w|
+    uniform: float  # the uniform level in weight units (1/N' for a softmax, the row mean otherwise)
+    label: str  # the colour bar's title
+
+
+def colour_scale(amap: AttentionMap) -> ColourScale:
+    """The colour scale of ``amap`` (see the module docstring): relative to uniform, never min-max stretched."""
+    w = amap.weights.astype(np.float64)
+    finite = w[np.isfinite(w)]
+    if amap.mode != "dot_product":  # softmax and ReLU (concatenation) weights are >= 0
+        uniform = amap.uniform if amap.mode in SOFTMAX_MODES else float(finite.mean()) if finite.size else 0.0
+        if uniform > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.log2(w / uniform)
+            seen = np.abs(values[np.isfinite(values)])
+            limit = max(MIN_LOG2_RANGE, math.ceil(float(seen.max())) if seen.size else 0.0)
+            values = np.clip(np.nan_to_num(values, nan=0.0, neginf=-limit, posinf=limit), -limit, limit)
+        else:  # an all-zero concatenation row: nothing is looked at more than anything else
+            values, limit = np.zeros_like(w), MIN_LOG2_RANGE
+        what = "1/N'" if amap.mode in SOFTMAX_MODES else "row mean"
+        return ColourScale(values, float(limit), True, float(uniform), f"weight / uniform\n(uniform = {what} = {uniform:.3g})")
+    mean = float(finite.mean()) if finite.size else 0.0
+    scale = float(np.abs(finite).mean()) if finite.size else 0.0
+    values = np.nan_to_num((w - mean) / scale, nan=0.0) if scale > 0 else np.zeros_like(w)
+    limit = max(MIN_DEVIATION_RANGE, float(np.abs(values).max()) if values.size else 0.0)
+    return ColourScale(values, limit, False, mean, f"(w - row mean) / mean|w|\n(row mean = {mean:.3g})")
+
+
+def _on_image(grid: np.ndarray, amap: AttentionMap) -> np.ndarray:
+    """Key-grid values on the source image's pixels: grid -> padded network input -> letterboxed region -> image."""
     import cv2
 
     h, w = amap.image_hw
-    wts = amap.weights.astype(np.float64)
-    lo, hi = (0.0, wts.max()) if amap.mode in SOFTMAX_MODES else (wts.min(), wts.max())
-    norm = (wts - lo) / (hi - lo) if hi > lo else np.zeros_like(wts)
-    # key grid -> padded network input -> the letterboxed image region -> the source image
     ih, iw = amap.input_hw
-    up = cv2.resize(norm.astype(np.float32), (iw, ih), interpolation=cv2.INTER_NEAREST)
+    up = cv2.resize(grid.astype(np.float32), (iw, ih), interpolation=cv2.INTER_NEAREST)
     nh, nw = min(ih, round(h * amap.ratio)), min(iw, round(w * amap.ratio))
-    heat = cv2.resize(up[:nh, :nw], (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    a = (alpha * np.clip(heat, 0.0, 1.0))[:, :, None]
-    out = np.clip(image.astype(np.float32) * (1.0 - a) + colour.astype(np.float32) * a, 0, 255).astype(np.uint8)
-    qx, qy = int(round(amap.query[0])), int(round(amap.query[1]))
-    arm = max(4, min(h, w) // 40)
-    cv2.line(out, (qx - arm, qy), (qx + arm, qy), (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.line(out, (qx, qy - arm), (qx, qy + arm), (255, 255, 255), 1, cv2.LINE_AA)
-    cv2.circle(out, (qx, qy), arm + 1, (0, 0, 0), 1, cv2.LINE_AA)
-    label = f"layer {amap.layer} {amap.grid[0]}x{amap.grid[1]} max {amap.weights.max():.3g}"
-    font_scale = max(0.3, min(w, h) / 700)
-    cv2.putText(out, label, (4, 4 + int(22 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 2, cv2.LINE_AA)
-    cv2.putText(out, label, (4, 4 + int(22 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
+    return cv2.resize(up[:nh, :nw], (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-_USAGE = """usage: yolo-nonlocal attention model=best.pt source=IMAGE query=X,Y [layer=N] [imgsz=S] [project=DIR]
-
-Draw where a Non-local block looks from one position: the block's normalised pairwise weights for the
-query pixel (X,Y in source-image pixels) overlaid on the image (softmax modes: the weights, summing to 1;
-dot_product/concatenation: f/N', min-max normalised). Writes DIR/<image>_layer<N>_x<X>_y<Y>.png (the
-image's size) and the raw weights as .npy beside it.
-  model=    a trained Non-local checkpoint (.pt) or a model YAML (untrained weights)
-  layer=    index of a NonLocal layer (its YAML row); default: the one with the finest grid
-  imgsz=    network input size; default: the size the checkpoint was trained at (else 640)
-  project=  output folder (default runs/attention)"""
-
-
-def _parse(argv: list[str]) -> dict[str, str]:
-    from yolo_nonlocal.cli import parse_key_values
-
-    known = {"model", "source", "query", "layer", "imgsz", "project"}
-    return parse_key_values(argv, known, ("model", "source", "query"), "query=120,64")
+def _ticks(scale: ColourScale) -> tuple[list[float], list[str]]:
+    if not scale.log2:
+        step = max(0.25, scale.limit / 4)
+        ticks = [k * step for k in range(-int(scale.limit // step), int(scale.limit // step) + 1)]
+        return ticks, [("0 = row mean" if t == 0 else f"{t:+.2g}") for t in ticks]
+    step = max(1, math.ceil(2 * scale.limit / 8))
+    ticks = [float(k) for k in range(-int(scale.limit), int(scale.limit) + 1) if k % step == 0]
+    labels = []
+    for t in ticks:
+        ratio = 2.0 ** t
+        labels.append("1x uniform" if t == 0 else (f"{ratio:g}x" if t > 0 else f"1/{1 / ratio:g}x"))
+    return ticks, labels
 
 
-def _query(text: str) -> tuple[float, float]:
-    parts = text.replace(" ", "").split(",")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return float(parts[0]), float(parts[1])
-    except ValueError:
-        raise ValueError(f"query={text!r} must be X,Y in image pixels (for example query=120,64)") from None
+def render(image: np.ndarray, amap: AttentionMap, alpha: float = 0.8):
+    """A matplotlib Figure: ``image`` (BGR) with ``amap`` overlaid, the query marked, a title above the image
+    and a colour bar with the uniform level marked. The image panel is at least ``MIN_DISPLAY`` px long."""
+    import matplotlib
+
+    if "MPLBACKEND" not in os.environ:
+        matplotlib.use("Agg")
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} must be within 0..1")
+    h, w = amap.image_hw
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"the image is {image.shape[1]}x{image.shape[0]}, the map was taken on {w}x{h}")
+    scale = colour_scale(amap)
+    values = _on_image(scale.values, amap)
+    cmap, norm = colormaps["RdBu_r"], Normalize(-scale.limit, scale.limit)
+    heat = cmap(norm(values))
+    heat[..., 3] = alpha * np.clip(np.abs(values) / scale.limit, 0.0, 1.0)  # uniform: the image shows through
+
+    zoom = max(1.0, MIN_DISPLAY / max(h, w))
+    dpi = 100
+    pw, ph = w * zoom, h * zoom  # the image panel, in pixels
+    left, right, top, bottom = 10, 190, 64, 10  # room for the colour bar and its labels, and the title
+    fig = Figure(figsize=((pw + left + right) / dpi, (ph + top + bottom) / dpi), dpi=dpi)
+    W, H = pw + left + right, ph + top + bottom
+    ax = fig.add_axes((left / W, bottom / H, pw / W, ph / H))
+    ax.imshow(image[:, :, ::-1], interpolation="nearest")
+    ax.imshow(heat, interpolation="nearest")
+    qx, qy = amap.query
+    ax.plot([qx], [qy], marker="o", ms=12, mfc="none", mec="black", mew=2.5)
+    ax.plot([qx], [qy], marker="+", ms=12, color="white", mew=1.8)
+    ax.set_axis_off()
+    u = amap.weights.astype(np.float64)
+    if scale.log2 and scale.uniform > 0:
+        spread = f"max {u.max() / scale.uniform:.3g}x, min {u.min() / scale.uniform:.3g}x uniform"
+    else:
+        spread = f"deviation from the row mean {scale.values.min():+.3g}..{scale.values.max():+.3g} mean|w|"
+    fig.text(
+        left / W, 1 - 8 / H,
+        f"{amap.model}: layer {amap.layer} ({amap.mode}), grid {amap.grid[0]}x{amap.grid[1]}, "
+        f"{amap.n_keys} keys\nquery ({qx:g}, {qy:g}) -> cell {amap.query_cell}; {spread}",
+        ha="left", va="top", fontsize=10,
+    )  # fmt: skip
+    cax = fig.add_axes(((left + pw + 16) / W, bottom / H, 16 / W, ph / H))
+    from matplotlib.cm import ScalarMappable
+
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+    ticks, labels = _ticks(scale)
+    bar.set_ticks(ticks, labels=labels)
+    bar.ax.tick_params(labelsize=8)
+    bar.ax.axhline(0.0, color="black", lw=2)  # the uniform level
+    bar.ax.set_title(scale.label, fontsize=8, loc="left")
+    return fig
 
 
-def cli(argv: list[str]) -> int:
-    """``yolo-nonlocal attention``: write the attention overlay PNG (and the weights .npy); prints the PNG path."""
-    import cv2
+def draw(image: np.ndarray, amap: AttentionMap, alpha: float = 0.8) -> np.ndarray:
+    """:func:`render` as a BGR uint8 array (what ``cv2.imwrite`` takes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from yolo_nonlocal.cli import int_value
+    fig = render(image, amap, alpha)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[:, :, 2::-1])
 
-    if any(a in {"--help", "-h", "help"} for a in argv):
-        print(_USAGE)
-        return 0
-    try:
-        kv = _parse(list(argv))
-        query = _query(kv["query"])
-        layer, imgsz = int_value("layer", kv.get("layer")), int_value("imgsz", kv.get("imgsz"))
-        source = Path(kv["source"])
-        img = cv2.imread(str(source))
-        if img is None:
-            raise FileNotFoundError(f"source={source} is not a readable image")
-        amap = attention_map(kv["model"], img, query, layer=layer, imgsz=imgsz)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"attention: {e}", file=sys.stderr)
-        return 2
-    project = Path(kv.get("project", "runs/attention"))
+
+def output_stem(amap: AttentionMap, source: str | Path) -> str:
+    """``<model>_<image>_layer<N>_x<X>_y<Y>``: the file name of a map, unique per model, image, layer and query."""
+    return f"{amap.model}_{Path(source).stem}_layer{amap.layer}_x{amap.query[0]:g}_y{amap.query[1]:g}"
+
+
+def save(image: np.ndarray, amap: AttentionMap, project: str | Path, source: str | Path) -> tuple[Path, Path]:
+    """Write ``project/<output_stem>.png`` (:func:`render`) and the raw weights as ``.npy``; returns both paths."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    project = Path(project)
     project.mkdir(parents=True, exist_ok=True)
-    stem = f"{source.stem}_layer{amap.layer}_x{query[0]:g}_y{query[1]:g}"
+    stem = output_stem(amap, source)
     png, npy = project / f"{stem}.png", project / f"{stem}.npy"
-    if not cv2.imwrite(str(png), draw(img, amap)):
-        print(f"attention: could not write {png}", file=sys.stderr)
-        return 1
+    fig = render(image, amap)
+    FigureCanvasAgg(fig)
+    fig.savefig(png)
     np.save(npy, amap.weights)
-    total = float(amap.weights.sum())
-    print(
-        f"layer {amap.layer} ({amap.mode}, grid {amap.grid[0]}x{amap.grid[1]}, query cell {amap.query_cell}): "
-        f"weights sum {total:.4f}, max {amap.weights.max():.4g}",
-        file=sys.stderr,
-    )
-    print(png)
-    return 0
+    return png, npy
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli(sys.argv[1:]))
+_letterbox = letterbox  # the earlier private name, still imported by benchmarks/insertion_gradient.py

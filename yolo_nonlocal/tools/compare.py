@@ -26,15 +26,14 @@ A dataset written by :mod:`yolo_nonlocal.data.synthetic` carries ``train_args`` 
 translate, scale and colour jitter off: they would cut the long-range cue out of the image); they are
 applied to both models unless given on the command line, and printed.
 
-Command line (``yolo-nonlocal compare``)::
-
-    yolo-nonlocal compare model=yolov8n-nl.yaml baseline=yolov8n.yaml data=DATA epochs=E imgsz=S seeds=N \\
-        [device=..] [pretrained=..] project=DIR [any other Ultralytics train argument, passed to both]
+Python API: ``compare(settings_from_args({"model": ..., "baseline": ..., "data": ..., "seeds": 3, "epochs": 30}))``;
+the command line (``yolo-nonlocal compare``, :mod:`yolo_nonlocal.cli.compare`) is a thin layer over it.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 import math
@@ -46,14 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["METRICS", "CompareSettings", "compare", "model_cost", "measure_latency", "machine_info", "cli"]
+from yolo_nonlocal.utils.device import torch_device
+from yolo_nonlocal.utils.tables import format_table, percent
+
+__all__ = [
+    "METRICS", "OWN_KEYS", "FORBIDDEN_TRAIN_ARGS", "CompareSettings", "compare", "settings_from_args",
+    "check_train_arg", "model_cost", "measure_latency", "machine_info", "coco_metrics", "sha1_file",
+    "dataset_label", "result_table",
+]  # fmt: skip
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COMPARE_VERSION = 1
 
 # Arguments compare owns: they are not Ultralytics train arguments, or compare sets them per run.
-_OWN_KEYS = {"model", "baseline", "data", "seeds", "seed", "project", "latency_runs"}
-_FORBIDDEN = {
+OWN_KEYS = ("model", "baseline", "data", "seeds", "seed", "project", "latency_runs")
+# Ultralytics train arguments compare sets itself, with the reason a user cannot
+FORBIDDEN_TRAIN_ARGS = {
     "name": "compare names every run itself (<label>-seed<k>-<fingerprint>)",
     "exist_ok": "compare decides whether a run folder is reused, resumed or retrained",
     "resume": "compare resumes an interrupted run by itself; just run the same command again",
@@ -70,7 +77,8 @@ def _log(msg: str) -> None:
     print(f"[compare] {msg}", file=sys.stderr, flush=True)
 
 
-def _sha1_file(path: Path) -> str:
+def sha1_file(path: Path) -> str:
+    """The SHA-1 of a file's content (hex), read in 1 MiB chunks: run fingerprints and result caches use it."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -115,20 +123,7 @@ def machine_info(device: Any = None) -> dict[str, Any]:
     """Where numbers come from: platform, CPU, accelerator, torch and Ultralytics versions."""
     from yolo_nonlocal.utils.machine import machine_info as _machine_info
 
-    return _machine_info(_torch_device(device))
-
-
-def _torch_device(device: Any):
-    import torch
-
-    if device is None or device == "":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
-        return torch.device(f"cuda:{int(device)}")
-    if isinstance(device, (list, tuple)):
-        return _torch_device(device[0])
-    s = str(device).split(",")[0].strip()
-    return torch.device(f"cuda:{s}" if s.isdigit() else s)
+    return _machine_info(torch_device(device))
 
 
 def model_cost(model, imgsz: int) -> dict[str, Any]:
@@ -170,7 +165,7 @@ def measure_latency(
 
     import torch
 
-    dev = _torch_device(device)
+    dev = torch_device(device)
     nets = {}
     for name, model in models.items():
         m = copy.deepcopy(model).float().eval()
@@ -200,7 +195,8 @@ def measure_latency(
     return out
 
 
-def _coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
+def coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
+    """The COCO box metrics (:data:`METRICS`, fractions) of a predictions JSON; None where COCO has no score."""
     try:
         from yolo_nonlocal.metrics.coco import evaluate
     except ImportError as e:  # pragma: no cover - ships with the package
@@ -221,7 +217,7 @@ def _fingerprint(model: str, data: str, train_args: dict[str, Any], seed: int) -
 
     def ident(spec: str) -> dict:
         p = Path(spec)
-        return {"spec": spec, "sha1": _sha1_file(p)} if p.is_file() else {"spec": spec}
+        return {"spec": spec, "sha1": sha1_file(p)} if p.is_file() else {"spec": spec}
 
     content = {
         "compare_version": COMPARE_VERSION,
@@ -233,7 +229,7 @@ def _fingerprint(model: str, data: str, train_args: dict[str, Any], seed: int) -
     }
     pretrained = train_args.get("pretrained")
     if isinstance(pretrained, str) and Path(pretrained).is_file():
-        content["pretrained_sha1"] = _sha1_file(Path(pretrained))
+        content["pretrained_sha1"] = sha1_file(Path(pretrained))
     blob = json.dumps(content, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10], content
 
@@ -301,7 +297,7 @@ def _run_one(
     predictions = run_dir / "coco_val" / "predictions.json"
     if not predictions.is_file():
         raise RuntimeError(f"validation of {best} wrote no {predictions}")
-    metrics = _coco_metrics(settings.data, predictions, "val")
+    metrics = coco_metrics(settings.data, predictions, "val")
     cost = model_cost(trained.model, imgsz)
     record = {
         "complete": True,
@@ -315,7 +311,7 @@ def _run_one(
         "train_seconds": round(train_s, 1),
         **metrics,
         **cost,
-        "device": str(_torch_device(args.get("device"))),
+        "device": str(torch_device(args.get("device"))),
     }
     record_path.write_text(json.dumps(record, indent=2))
     _log(
@@ -366,9 +362,7 @@ def _summarise(records: list[dict], role: str, spec: str, label: str) -> dict[st
 
 
 def _pct(v: float | None, std: float | None = None) -> str:
-    if v is None:
-        return "n/a"
-    return f"{100 * v:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return "n/a" if v is None else percent(v, std)
 
 
 def _write_csv(path: Path, entries: list[dict]) -> None:
@@ -530,75 +524,44 @@ def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of compare.json's models (what the command prints)."""
-    entries = result["models"]
+def result_table(result: dict[str, Any]) -> str:
+    """A plain-text table of compare.json's models (what the command prints): AP, APs, AP50 in %, cost."""
     n = len(result["settings"]["seeds"])
-    head = f"{'model':<24} {'AP':>12} {'APs':>12} {'AP50':>12} {'params':>8} {'GFLOPs':>7} {'ms':>7}"
-    rows = [head, "-" * len(head)]
-    for e in entries:
-        rows.append(
-            f"{e['model']:<24} {_pct(e['AP'], e['AP_std'] if n > 1 else None):>12} "
-            f"{_pct(e['APs'], e['APs_std'] if n > 1 else None):>12} "
-            f"{_pct(e['AP50'], e['AP50_std'] if n > 1 else None):>12} {e['params'] / 1e6:>7.2f}M "
-            f"{e['gflops']:>7.2f} {e['latency_ms']:>7.1f}"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            e["model"], *(_pct(e[k], e[f"{k}_std"] if n > 1 else None) for k in ("AP", "APs", "AP50")),
+            f"{e['params'] / 1e6:.2f}M", f"{e['gflops']:.2f}", f"{e['latency_ms']:.1f}",
+        ]  # fmt: skip
+        for e in result["models"]
+    ]
+    return format_table(["model", "AP", "APs", "AP50", "params", "GFLOPs", "ms"], rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# command line
+# settings from plain values (the Python API the command line and the demo call)
 # ----------------------------------------------------------------------------------------------------------
 
-_USAGE = """usage: yolo-nonlocal compare model=yolov8n-nl.yaml baseline=yolov8n.yaml data=DATA [epochs=E] [imgsz=S]
-                             [seeds=N | seeds=0,1,2] [seed=FIRST] [device=..] [pretrained=..] [project=DIR]
-                             [latency_runs=30] [ANY ULTRALYTICS TRAIN ARG=VALUE ...] [--force]
 
-Train MODEL and BASELINE with identical Ultralytics train arguments for every seed, score the best
-checkpoint of each run with COCO metrics (AP, AP50, AP75, APs, APm, APl), measure params, GFLOPs
-(attention included) and batch-1 latency, and write DIR/compare.{md,csv,json,png} (mean and std over seeds).
-  seeds=N        N seeds starting at seed= (default 0); seeds=0,3,7 gives an explicit list
-  project=DIR    output folder (default runs/compare); runs go to DIR/runs/<model>-seed<k>-<fingerprint>
-  --force        retrain runs that already finished (by default they are reused)
-Any other key=value is an Ultralytics train argument given to both models (e.g. batch=16 lr0=0.01).
-A data.yaml with 'train_args' (the synthetic sets) contributes those unless you override them.
-See docs/compare.md."""
+def check_train_arg(key: str) -> None:
+    """Refuse ``key`` unless it is a compare argument or an Ultralytics train argument compare lets through.
 
+    The ValueError says why (``name=``: compare names its runs) or suggests the closest names of both sets.
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT
 
-def _parse(argv: list[str]) -> tuple[dict[str, Any], set[str]]:
-    from ultralytics.cfg import DEFAULT_CFG_DICT, smart_value
-
-    kv: dict[str, Any] = {}
-    flags: set[str] = set()
-    for arg in argv:
-        if arg in {"--help", "-h", "help"}:
-            flags.add("--help")
-            continue
-        if arg.startswith("--"):
-            if arg != "--force":
-                raise ValueError(f"unknown flag {arg!r}; known flags: --force, --help")
-            flags.add(arg)
-            continue
-        key, sep, value = arg.partition("=")
-        if not sep or not key or value == "":
-            raise ValueError(f"argument {arg!r} is not key=value (for example epochs=10)")
-        if key in kv:
-            raise ValueError(f"argument {key!r} is given twice")
-        if key in _FORBIDDEN:
-            raise ValueError(f"{key}= cannot be set: {_FORBIDDEN[key]}")
-        if key not in _OWN_KEYS and key not in DEFAULT_CFG_DICT:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT) + sorted(_OWN_KEYS), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"{key!r} is neither a compare argument nor an Ultralytics train argument{hint}")
-        kv[key] = value if key in {"model", "baseline", "data", "project"} else smart_value(value)
-    return kv, flags
+    if key in FORBIDDEN_TRAIN_ARGS:
+        raise ValueError(f"{key}= cannot be set: {FORBIDDEN_TRAIN_ARGS[key]}")
+    if key not in OWN_KEYS and key not in DEFAULT_CFG_DICT:
+        close = difflib.get_close_matches(key, list(dict.fromkeys([*OWN_KEYS, *DEFAULT_CFG_DICT])), n=3)
+        hint = f"; did you mean {' or '.join(k + '=' for k in close)}?" if close else ""
+        raise ValueError(f"{key!r} is neither a compare argument nor an Ultralytics train argument{hint}")
 
 
 def _seeds(kv: dict[str, Any]) -> list[int]:
-    first = kv.pop("seed", 0)
-    seeds = kv.pop("seeds", 1)
+    first = kv.pop("seed", None)
+    first = 0 if first is None else first
+    seeds = kv.pop("seeds", None)
+    seeds = 1 if seeds is None else seeds
     if not isinstance(first, int) or first < 0:
         raise ValueError(f"seed={first!r} must be a non-negative integer")
     if isinstance(seeds, int):
@@ -613,24 +576,33 @@ def _seeds(kv: dict[str, Any]) -> list[int]:
 
 
 def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
-    """Validate parsed key=value arguments and build the comparison (data.yaml's train_args merged in)."""
+    """Validate plain values and build the comparison (the data.yaml's ``train_args`` merged in).
+
+    ``kv`` holds ``model``, ``baseline``, ``data`` (required), ``seeds`` (a count, or a list of seeds),
+    ``seed`` (the first seed of a count), ``project``, ``latency_runs``, and any Ultralytics train argument
+    (typed values: ``epochs=3``, not ``"3"``). Raises ValueError / FileNotFoundError naming what is wrong,
+    before anything is written.
+    """
     from ultralytics.cfg import check_cfg
 
     kv = dict(kv)
-    missing = [k for k in ("model", "baseline", "data") if k not in kv]
+    missing = [k for k in ("model", "baseline", "data") if kv.get(k) is None]
     if missing:
         raise ValueError(f"missing {', '.join(k + '=' for k in missing)} (see --help)")
+    for key in kv:
+        check_train_arg(key)
     data = Path(str(kv.pop("data"))).expanduser()
     if not data.is_file():
         raise FileNotFoundError(
             f"data={data} does not exist; pass a dataset YAML (make one with 'yolo-nonlocal make-dataset')"
         )
     seeds = _seeds(kv)
-    latency_runs = kv.pop("latency_runs", 30)
+    latency_runs = kv.pop("latency_runs", None)
+    latency_runs = 30 if latency_runs is None else latency_runs
     if not isinstance(latency_runs, int) or latency_runs < 1:
         raise ValueError(f"latency_runs={latency_runs!r} must be a positive integer")
     model, baseline = str(kv.pop("model")), str(kv.pop("baseline"))
-    project = Path(str(kv.pop("project", "runs/compare"))).expanduser()
+    project = Path(str(kv.pop("project", None) or "runs/compare")).expanduser()
     for name, spec in (("model", model), ("baseline", baseline)):
         if spec.endswith(".pt") and not Path(spec).is_file():
             raise FileNotFoundError(f"{name}={spec} does not exist (compare never downloads weights)")
@@ -654,7 +626,10 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     if applied:
         _log(f"{data.name} asks for train args {applied} (override any of them on the command line)")
     train_args = {**_DEFAULTS, **applied, **kv}
-    check_cfg(dict(train_args), hard=True)
+    try:
+        check_cfg(dict(train_args), hard=True)
+    except (TypeError, SyntaxError) as e:  # a value of the wrong type for Ultralytics: the user's argument
+        raise ValueError(str(e)) from None
     return CompareSettings(
         model=model,
         baseline=baseline,
@@ -666,23 +641,13 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     )
 
 
-def cli(argv: list[str]) -> int:
-    """``yolo-nonlocal compare``: train both models on every seed (or reuse finished runs) and report."""
-    if any(a in {"--help", "-h", "help"} for a in argv):
-        print(_USAGE)
-        return 0
-    try:
-        kv, flags = _parse(list(argv))
-        settings = settings_from_args(kv)
-    except (ValueError, TypeError, SyntaxError, FileNotFoundError) as e:
-        print(f"compare: {e}", file=sys.stderr)
-        return 2
-    result = compare(settings, force="--force" in flags)
-    print(format_table(result))
-    out = settings.project
-    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.json'}, {out / 'compare.png'}")
-    return 0
+# earlier private names, still imported by benchmarks/small_objects.py: remove once it uses the public ones
+# (sha1_file, coco_metrics, yolo_nonlocal.cli.compare.parse_train_args)
+_sha1_file = sha1_file
+_coco_metrics = coco_metrics
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli(sys.argv[1:]))
+def _parse(argv: list[str]) -> tuple[dict[str, Any], set[str]]:  # pragma: no cover - the benchmark's old call
+    from yolo_nonlocal.cli.compare import parse_train_args
+
+    return parse_train_args(argv), set()

@@ -1,30 +1,30 @@
 """``make demo``: the package's main job end to end, small enough for a 2-core CPU in under 10 minutes.
 
 It writes the built-in long-range context dataset (:mod:`yolo_nonlocal.data.synthetic`, ``kind=context``: only
-the tiny square whose colour occurs exactly once is an object) under ``./demo_runs/data``, then runs
+the tiny square whose colour occurs exactly once is an object) under ``OUT/data``, then runs
 :func:`yolo_nonlocal.tools.compare.compare` on YOLOv8n and YOLOv8n with Non-local blocks (``yolov8n-nl.yaml``)
-with one seed and a short schedule, prints the table with AP and APs for both models, and leaves
-``demo_runs/compare/compare.{md,csv,json,png}``. Running it again reuses the finished runs.
+with one seed and a short schedule, and leaves ``OUT/compare/compare.{md,csv,json,png}``. Running it again
+reuses the finished runs.
 
 The preset shows the workflow; it is far too short to be evidence: one seed, a few hundred images, a few
 epochs from scratch (detectors trained from scratch typically need far more before their AP leaves zero).
-``benchmarks/small_objects.py`` is the measurement protocol. Key=value arguments override the preset,
-e.g. ``python -m yolo_nonlocal.tools.demo epochs=30 seeds=3 device=0``.
+``benchmarks/small_objects.py`` is the measurement protocol. The command is ``yolo-nonlocal demo``
+(:mod:`yolo_nonlocal.cli.demo`); its key=value arguments override the preset, e.g.
+``yolo-nonlocal demo epochs=30 seeds=3 device=0``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["PRESET", "main"]
+__all__ = ["PRESET", "DATASET_KEYS", "NOT_EVIDENCE", "demo", "summary"]
 
 # Sized on a 2-core CPU, where Ultralytics trains with one thread (it uses cpu_count - 1): about
 # 15 s per epoch of 160 images at 256 px for YOLOv8n, a third more with the blocks; both models with
 # their evaluations take about 5-6 minutes on an otherwise idle machine.
-PRESET: dict[str, object] = {
+PRESET: dict[str, Any] = {
     "n_train": 160,
     "n_val": 100,
     "dataset_imgsz": 256,
@@ -41,7 +41,7 @@ PRESET: dict[str, object] = {
     "device": "cpu",
 }
 
-_DATASET_KEYS = {"n_train", "n_val", "dataset_imgsz", "dataset_seed"}
+DATASET_KEYS = ("n_train", "n_val", "dataset_imgsz", "dataset_seed")  # the dataset's; the rest go to compare
 
 NOT_EVIDENCE = (
     "This demo shows the workflow only. One seed, {n_train} training images and {epochs} epochs from scratch\n"
@@ -51,78 +51,53 @@ NOT_EVIDENCE = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Generate the demo dataset, run the comparison and print the table; returns an exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in {"-h", "--help", "help"} for a in argv):
-        print(__doc__)
-        print("preset:", " ".join(f"{k}={v}" for k, v in PRESET.items()))
-        return 0
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    out = Path(os.environ.get("YOLO_NONLOCAL_DEMO_DIR", "demo_runs")).resolve()
+def demo(out: str | Path = "demo_runs", *, force: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Write the demo dataset under ``out/data``, compare the two models into ``out/compare``; returns compare.json.
 
-    preset = dict(PRESET)
-    extra: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            print(f"demo: argument {arg!r} is not key=value (for example epochs=30)", file=sys.stderr)
-            return 2
-        if key in _DATASET_KEYS:
-            try:
-                preset[key] = int(value)
-            except ValueError:
-                print(f"demo: {key}={value!r} must be an integer", file=sys.stderr)
-                return 2
-        elif key in preset:
-            preset[key] = value
-        else:
-            extra.append(arg)  # any other compare / Ultralytics argument
-
-    t0 = time.time()
+    ``overrides`` replace :data:`PRESET` entries (typed values) or add any other compare / Ultralytics train
+    argument. Raises ValueError / OSError naming what is wrong before training starts.
+    """
     from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
+    from yolo_nonlocal.tools.compare import compare, settings_from_args
 
+    out = Path(out).resolve()
+    preset = {**PRESET, **overrides}
     print(f"[demo] writing the context dataset under {out / 'data'} ...", flush=True)
+    cfg = SyntheticConfig(
+        kind="context",
+        rule="singleton",
+        n_train=int(preset["n_train"]),
+        n_val=int(preset["n_val"]),
+        imgsz=int(preset["dataset_imgsz"]),
+        seed=int(preset["dataset_seed"]),
+    )
     try:
-        cfg = SyntheticConfig(
-            kind="context",
-            rule="singleton",
-            n_train=int(preset["n_train"]),
-            n_val=int(preset["n_val"]),
-            imgsz=int(preset["dataset_imgsz"]),
-            seed=int(preset["dataset_seed"]),
-        )
-        try:
-            data_yaml = make_dataset(out / "data", cfg)  # reused when it already holds this dataset
-        except FileExistsError:  # the demo's own folder, holding another preset's dataset: replace it
-            data_yaml = make_dataset(out / "data", cfg, force=True)
-    except (ValueError, OSError) as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 2
-
-    from yolo_nonlocal.tools import compare as cmp
-
-    args = [f"{k}={v}" for k, v in preset.items() if k not in _DATASET_KEYS] + extra
-    args += [f"data={data_yaml}", f"project={out / 'compare'}"]
-    print(f"[demo] yolo-nonlocal compare {' '.join(args)}", flush=True)
-    try:
-        kv, flags = cmp._parse(args)
-        settings = cmp.settings_from_args(kv)
-    except (ValueError, TypeError, SyntaxError, FileNotFoundError) as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 2
-    result = cmp.compare(settings, force="--force" in flags)
-    minutes = (time.time() - t0) / 60
-    print()
-    print(cmp.format_table(result))
-    print()
-    print(f"Chart: {out / 'compare' / 'compare.png'}   Report: {out / 'compare' / 'compare.md'}")
-    print(f"Finished in {minutes:.1f} min on {result['machine']['cpu']} ({result['machine']['device']}).")
-    print()
-    print(NOT_EVIDENCE.format(n_train=preset["n_train"], epochs=preset["epochs"]))
-    return 0
+        data_yaml = make_dataset(out / "data", cfg)  # reused when it already holds this dataset
+    except FileExistsError:  # the demo's own folder, holding another preset's dataset: replace it
+        data_yaml = make_dataset(out / "data", cfg, force=True)
+    args = {k: v for k, v in preset.items() if k not in DATASET_KEYS}
+    args.update(data=str(data_yaml), project=str(out / "compare"))
+    print("[demo] compare " + " ".join(f"{k}={v}" for k, v in args.items()), flush=True)
+    return compare(settings_from_args(args), force=force)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def summary(result: dict[str, Any], out: str | Path, seconds: float, n_train: int, epochs: int) -> str:
+    """What the demo prints at the end: the table, where the reports are, the time, and why it is no evidence."""
+    from yolo_nonlocal.tools.compare import result_table
+
+    out = Path(out).resolve() / "compare"
+    machine = result["machine"]
+    return "\n".join([
+        "", result_table(result), "",
+        f"Chart: {out / 'compare.png'}   Report: {out / 'compare.md'}",
+        f"Finished in {seconds / 60:.1f} min on {machine['cpu']} ({machine['device']}).", "",
+        NOT_EVIDENCE.format(n_train=n_train, epochs=epochs),
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":  # the earlier form `python -m yolo_nonlocal.tools.demo`, kept for one release
+    import sys
+
+    from yolo_nonlocal.cli.demo import main
+
+    sys.exit(main(sys.argv[1:]))
