@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-dataset": ("yolo_nonlocal.cli.make_dataset", "write the offline synthetic small-object datasets"),
     "convert": ("yolo_nonlocal.cli.convert", "convert VisDrone / AI-TOD annotations to YOLO format"),
     "attention": ("yolo_nonlocal.cli.attention", "draw where a Non-local block looks for a query pixel"),
-    "usage": ("yolo_nonlocal.cli.usage", "how far a trained model's Non-local blocks moved from the identity"),
+    "usage": ("yolo_nonlocal.cli.usage", "what a trained model's Non-local blocks do: constant vs varying part, query use"),
     "demo": ("yolo_nonlocal.cli.demo", "the main job end to end on the built-in synthetic dataset"),
     "yolov5": ("yolo_nonlocal.cli.yolov5", "patch / unpatch / status of a YOLOv5 or YOLOv7 clone"),
 }

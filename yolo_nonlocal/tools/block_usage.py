@@ -122,13 +122,14 @@ def query_distance(block, x, queries: int | None = QUERIES, seed: int = 0) -> fl
         return None
     with torch.inference_mode():
         try:
-            maps = pairwise(x)[0].double()  # (N, N')
+            maps = pairwise(x)[0]  # (N, N')
         except NotImplementedError:  # a block variant without a pairwise map
             return None
         n = maps.shape[0]
         if queries is not None and n > queries:
             g = torch.Generator().manual_seed(seed)
             maps = maps[torch.randperm(n, generator=g)[:queries].to(maps.device)]
+        maps = maps.double()
         norms = maps.norm(dim=1)
         maps = maps[norms > 0] / norms[norms > 0, None]
         k = maps.shape[0]

@@ -26,27 +26,29 @@ A dataset written by :mod:`yolo_nonlocal.data.synthetic` carries ``train_args`` 
 translate, scale and colour jitter off: they would cut the long-range cue out of the image); they are
 applied to both models unless given on the command line, and printed.
 
-Python API: ``compare(settings_from_args({"model": ..., "baseline": ..., "data": ..., "seeds": 3, "epochs": 30}))``;
+This module holds the settings, the runs and :func:`compare`; :mod:`yolo_nonlocal.tools.cost` measures
+params, GFLOPs and latency, :mod:`yolo_nonlocal.tools.compare_report` writes the reports. Python API:
+``compare(settings_from_args({"model": ..., "baseline": ..., "data": ..., "seeds": 3, "epochs": 30}))``;
 the command line (``yolo-nonlocal compare``, :mod:`yolo_nonlocal.cli.compare`) is a thin layer over it.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
 import json
 import math
-import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from yolo_nonlocal.tools.compare_report import (
+    METRICS, chart, dataset_label, markdown, pct, result_table, summarise, write_csv,
+)  # fmt: skip
+from yolo_nonlocal.tools.cost import machine_info, measure_latency, model_cost
 from yolo_nonlocal.utils.device import torch_device
-from yolo_nonlocal.utils.tables import format_table, percent
 
 __all__ = [
     "METRICS", "OWN_KEYS", "FORBIDDEN_TRAIN_ARGS", "CompareSettings", "compare", "settings_from_args",
@@ -54,7 +56,6 @@ __all__ = [
     "dataset_label", "result_table",
 ]  # fmt: skip
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COMPARE_VERSION = 1
 
 # Arguments compare owns: they are not Ultralytics train arguments, or compare sets them per run.
@@ -112,87 +113,6 @@ class CompareSettings:
         if m == b:
             m, b = f"{m}-model", f"{b}-baseline"
         return m, b
-
-
-# ----------------------------------------------------------------------------------------------------------
-# measurements
-# ----------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: Any = None) -> dict[str, Any]:
-    """Where numbers come from: platform, CPU, accelerator, torch and Ultralytics versions."""
-    from yolo_nonlocal.utils.machine import machine_info as _machine_info
-
-    return _machine_info(torch_device(device))
-
-
-def model_cost(model, imgsz: int) -> dict[str, Any]:
-    """Parameters and GFLOPs at ``imgsz`` (one image), attention products included, counted once.
-
-    ``gflops`` is what Ultralytics' summaries report with this package installed (its thop count of the
-    layers plus every block's attention products at their real size, see ``ultralytics_flops``);
-    ``attention_gflops`` is the blocks' share of it and ``gflops_conv`` the rest.
-    """
-    import copy
-
-    from ultralytics.utils import torch_utils
-
-    from yolo_nonlocal.nonlocal_block import NonLocal
-    from yolo_nonlocal.integrations.ultralytics.flops import attention_gflops, install
-
-    install()  # idempotent; register() has normally done it already
-    model = copy.deepcopy(model).float().cpu().eval()
-    total = float(torch_utils.get_flops(model, imgsz))
-    attn = attention_gflops(model, imgsz)
-    return {
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "gflops": total,
-        "gflops_conv": max(total - attn, 0.0),
-        "attention_gflops": attn,
-        "nonlocal_blocks": sum(isinstance(m, NonLocal) for m in model.modules()),
-    }
-
-
-def measure_latency(
-    models: dict[str, Any], imgsz: int, device: Any = None, runs: int = 30, warmup: int = 5
-) -> dict[str, dict[str, float]]:
-    """Batch-1 forward latency in ms of each fused model: median and interquartile range over ``runs``.
-
-    The models are timed in turns (A, B, A, B, ...) in one process, so a change in machine load during
-    the measurement hits all of them alike; compare numbers from one call only.
-    """
-    import copy
-
-    import torch
-
-    dev = torch_device(device)
-    nets = {}
-    for name, model in models.items():
-        m = copy.deepcopy(model).float().eval()
-        if hasattr(m, "fuse"):
-            try:
-                m = m.fuse(verbose=False)
-            except TypeError:
-                m = m.fuse()
-        nets[name] = m.to(dev)
-    x = torch.zeros(1, 3, imgsz, imgsz, device=dev)
-    times: dict[str, list[float]] = {name: [] for name in nets}
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            for name, m in nets.items():
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                m(x)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
-        out[name] = {"latency_ms": statistics.median(ts), "latency_ms_iqr": q[2] - q[0]}
-    return out
 
 
 def coco_metrics(data: str, predictions: Path, split: str) -> dict[str, float | None]:
@@ -315,7 +235,7 @@ def _run_one(
     }
     record_path.write_text(json.dumps(record, indent=2))
     _log(
-        f"{step} {label} seed {seed}: AP {_pct(metrics['AP'])}  APs {_pct(metrics['APs'])}  "
+        f"{step} {label} seed {seed}: AP {pct(metrics['AP'])}  APs {pct(metrics['APs'])}  "
         f"({train_s:.0f} s training)"
     )
     return record
@@ -332,153 +252,6 @@ def _train_kwargs(settings: CompareSettings, args: dict, run_dir: Path, seed: in
     }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# aggregation and reports
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and v >= 0]  # COCO reports -1 for an empty area range
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def _summarise(records: list[dict], role: str, spec: str, label: str) -> dict[str, Any]:
-    rs = [r for r in records if r["role"] == role]
-    entry: dict[str, Any] = {"model": label, "role": role, "spec": spec, "seeds": [r["seed"] for r in rs]}
-    for k in METRICS:
-        entry[k], entry[f"{k}_std"] = _mean_std([r.get(k) for r in rs])
-    entry["params"] = rs[0]["params"]
-    for k in ("gflops", "gflops_conv", "attention_gflops"):
-        entry[k] = rs[0][k]
-    entry["nonlocal_blocks"] = rs[0]["nonlocal_blocks"]
-    entry["device"] = rs[0]["device"]
-    entry["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in rs)
-    entry["runs"] = [
-        {k: r.get(k) for k in ("seed", "run_dir", "weights", "results_csv", *METRICS)} for r in rs
-    ]
-    return entry
-
-
-def _pct(v: float | None, std: float | None = None) -> str:
-    return "n/a" if v is None else percent(v, std)
-
-
-def _write_csv(path: Path, entries: list[dict]) -> None:
-    cols = ["model", "role", "n_seeds"]
-    for k in METRICS:
-        cols += [k, f"{k}_std"]
-    cols += ["params", "gflops", "attention_gflops", "latency_ms", "latency_ms_iqr", "device"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for e in entries:
-            row = {**e, "n_seeds": len(e["seeds"])}
-            w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
-
-
-def _markdown(settings: CompareSettings, entries: list[dict], machine: dict) -> str:
-    n = len(settings.seeds)
-    lines = [
-        "# Non-local vs baseline",
-        "",
-        f"data `{settings.data}`, seeds {settings.seeds}, "
-        + ", ".join(f"{k}={v}" for k, v in sorted(settings.train_args.items())),
-        "",
-        f"COCO box AP in % (mean ± std over {n} seed{'s' if n != 1 else ''}); "
-        "GFLOPs at imgsz for one image, attention products included; batch-1 latency (median, fused model) "
-        "on the device used, both models timed in turns.",
-        "",
-        "| model | AP | AP50 | AP75 | APs | APm | APl | params (M) | GFLOPs (attention) | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e in entries:
-        cells = [_pct(e[k], e[f"{k}_std"] if n > 1 else None) for k in METRICS]
-        lines.append(
-            f"| {e['model']} | "
-            + " | ".join(cells)
-            + f" | {e['params'] / 1e6:.2f} | {e['gflops']:.2f} ({e['attention_gflops']:.3f}) | "
-            f"{e['latency_ms']:.1f} (IQR {e['latency_ms_iqr']:.1f}) |"
-        )
-    model, base = entries[1], entries[0]
-    lines.append("")
-    for k in ("AP", "APs"):
-        if model[k] is None or base[k] is None:
-            continue
-        d = model[k] - base[k]
-        spread = max(model[f"{k}_std"] or 0.0, base[f"{k}_std"] or 0.0)
-        if n < 2:
-            verdict = "one seed: no spread measured, so this difference is not evidence either way"
-        elif abs(d) <= 2 * spread:
-            verdict = f"within twice the seed spread ({100 * spread:.1f}): no measurable difference"
-        else:
-            verdict = "larger than twice the seed spread"
-        lines.append(f"- {k}: {model['model']} - {base['model']} = {100 * d:+.1f} points ({verdict}).")
-    lines += [
-        "",
-        f"Machine: {machine.get('platform')}, CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores), "
-        f"device {machine.get('device')}{' ' + machine['accelerator'] if machine.get('accelerator') else ''}, "
-        f"torch {machine.get('torch')}, ultralytics {machine.get('ultralytics')}.",
-        "",
-        "![metrics](compare.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def dataset_label(data: str) -> str:
-    """A short name for the chart title: the synthetic task, else the YAML's stem, else its folder."""
-    import yaml
-
-    path = Path(data)
-    try:
-        spec = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        spec = None
-    synthetic = spec.get("synthetic") if isinstance(spec, dict) else None
-    if isinstance(synthetic, dict) and synthetic.get("kind"):
-        return f"synthetic {synthetic['kind']} task"
-    if path.stem.lower() != "data":
-        return path.stem
-    return path.parent.name or str(data)
-
-
-def _chart(path: Path, settings: CompareSettings, entries: list[dict]) -> None:
-    import matplotlib
-
-    if "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    metrics = [k for k in METRICS if any(e[k] is not None for e in entries)]
-    x = np.arange(len(metrics))
-    width = 0.8 / len(entries)
-    fig, ax = plt.subplots(figsize=(1.3 * len(metrics) + 2.5, 4.0), dpi=110)
-    top = 0.0
-    for i, e in enumerate(entries):
-        vals = [100 * (e[k] or 0.0) for k in metrics]
-        errs = [100 * (e[f"{k}_std"] or 0.0) for k in metrics]
-        bars = ax.bar(x + (i - (len(entries) - 1) / 2) * width, vals, width, yerr=errs, capsize=4, label=e["model"])
-        ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], padding=2, fontsize=7)
-        top = max([top, *(v + s for v, s in zip(vals, errs))])
-    ax.set_ylim(0, max(1.0, 1.15 * top))
-    ax.set_xticks(x, metrics)
-    ax.set_ylabel("COCO box AP (%)")
-    n = len(settings.seeds)
-    ax.set_title(
-        f"{dataset_label(settings.data)}: mean ± std over {n} seed{'s' if n != 1 else ''}, "
-        f"{settings.train_args.get('epochs', '?')} epochs",
-        fontsize=10,
-    )
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]:
     """Run (or reuse) every training run of ``settings`` and write the reports; returns compare.json's content."""
     settings.project = Path(settings.project).resolve()
@@ -492,8 +265,8 @@ def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]
     for i, (seed, role, spec, label) in enumerate(plan, 1):
         records.append(_run_one(settings, role, spec, label, seed, force, f"({i}/{len(plan)})"))
     entries = [
-        _summarise(records, "baseline", settings.baseline, label_b),
-        _summarise(records, "model", settings.model, label_m),
+        summarise(records, "baseline", settings.baseline, label_b),
+        summarise(records, "model", settings.model, label_m),
     ]
     # latency: both models (first seed's best checkpoints) timed in turns now, on the device used
     from ultralytics import YOLO
@@ -518,23 +291,10 @@ def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]
     }
     out = settings.project
     (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
-    _write_csv(out / "compare.csv", entries)
-    (out / "compare.md").write_text(_markdown(settings, entries, machine))
-    _chart(out / "compare.png", settings, entries)
+    write_csv(out / "compare.csv", entries)
+    (out / "compare.md").write_text(markdown(settings, entries, machine))
+    chart(out / "compare.png", settings, entries)
     return result
-
-
-def result_table(result: dict[str, Any]) -> str:
-    """A plain-text table of compare.json's models (what the command prints): AP, APs, AP50 in %, cost."""
-    n = len(result["settings"]["seeds"])
-    rows = [
-        [
-            e["model"], *(_pct(e[k], e[f"{k}_std"] if n > 1 else None) for k in ("AP", "APs", "AP50")),
-            f"{e['params'] / 1e6:.2f}M", f"{e['gflops']:.2f}", f"{e['latency_ms']:.1f}",
-        ]  # fmt: skip
-        for e in result["models"]
-    ]
-    return format_table(["model", "AP", "APs", "AP50", "params", "GFLOPs", "ms"], rows)
 
 
 # ----------------------------------------------------------------------------------------------------------

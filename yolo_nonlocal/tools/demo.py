@@ -15,7 +15,6 @@ epochs from scratch (detectors trained from scratch typically need far more befo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
