@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "MODES", "register", "__version__"]
+__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "register",
+           "unregister", "__version__"]
 
 _LAZY = {
     "NonLocal": "yolo_nonlocal.nonlocal_block",
@@ -16,7 +17,9 @@ _LAZY = {
     "NonLocal2d": "yolo_nonlocal.nonlocal_block",
     "NonLocal3d": "yolo_nonlocal.nonlocal_block",
     "MODES": "yolo_nonlocal.nonlocal_block",
+    "NonLocalConfigError": "yolo_nonlocal.nonlocal_block",
     "register": "yolo_nonlocal.integrations.ultralytics.registration",
+    "unregister": "yolo_nonlocal.integrations.ultralytics.registration",
 }
 
 

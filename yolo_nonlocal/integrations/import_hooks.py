@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["add_hook", "remove_hook", "has_hook", "flush", "loaded"]
+__all__ = ["add_hook", "remove_hook", "has_hook", "flush", "loaded", "wrap", "unwrap", "wrapper_key", "Patch",
+           "install_patches", "uninstall_patches"]
 
 _MARKER = "_yolo_nonlocal_import_hooks"  # identifies our finder (also an older copy of this module's)
+_PATCH_KEY = "__yolo_nonlocal_patch__"  # set on every wrapper installed by wrap(): the key of its patch
+_DISABLED = "__yolo_nonlocal_disabled__"  # set on a wrapper that could not be taken off (wrapped over since)
 
 
 def loaded(name: str):
@@ -87,16 +90,25 @@ class _Finder:
     def __init__(self) -> None:
         self.hooks: dict[str, dict[str, object]] = {}  # module name -> {key: callback(module)}
         self.deferred: set[str] = set()  # hooked names imported half-way when their hook was added
+        self.executing: dict[str, object] = {}  # modules whose hooks are running (executed, not yet marked done)
         self.busy = False
 
     def run(self, name: str, module, keys=None) -> None:
-        for key, callback in list(self.hooks.get(name, {}).items()):
-            if keys is not None and key not in keys:
-                continue
-            try:
-                callback(module)
-            except Exception as e:
-                _warn(key, name, e)
+        outer = self.executing.get(name)
+        self.executing[name] = module
+        try:
+            for key, callback in list(self.hooks.get(name, {}).items()):
+                if keys is not None and key not in keys:
+                    continue
+                try:
+                    callback(module)
+                except Exception as e:
+                    _warn(key, name, e)
+        finally:
+            if outer is None:
+                self.executing.pop(name, None)
+            else:
+                self.executing[name] = outer
 
     def flush(self) -> None:
         if not self.deferred or self.busy:
@@ -168,7 +180,7 @@ def add_hook(name: str, key: str, callback, *, run_now: bool = True) -> None:
     f.hooks.setdefault(name, {})[key] = callback
     if not run_now:
         return
-    module = loaded(name)
+    module = f.executing.get(name) or loaded(name)  # a hook of that module may be adding this one
     if module is not None:
         f.run(name, module, keys={key})
     elif name in sys.modules:
@@ -200,3 +212,94 @@ def flush() -> None:
     f = _finder(create=False)
     if f is not None:
         f.flush()
+
+
+# ----------------------------------------------------------------------------------- reversible wrappers
+def wrapper_key(obj) -> str | None:
+    """The patch key of a wrapper installed by :func:`wrap`, or None for anything else."""
+    return getattr(obj, _PATCH_KEY, None)
+
+
+def wrap(owner, name: str, make, *, key: str) -> bool:
+    """Replace ``owner.<name>`` (a function in a module's or a class's own namespace) by ``make(original)``.
+
+    Idempotent per ``key``: an attribute that already is this patch's wrapper is left alone; returns whether
+    a wrapper was installed. The wrapper carries ``__wrapped__`` (the original) and the patch key, so
+    :func:`unwrap` can take it off; an attribute that is absent (another release) is skipped.
+    """
+    import functools
+
+    current = vars(owner).get(name)
+    if current is None or not callable(current):
+        return False
+    probe = current
+    while probe is not None:  # ours anywhere in the chain (someone wrapped over it): re-enable, do not stack
+        if getattr(probe, _PATCH_KEY, None) == key:
+            setattr(probe, _DISABLED, False)
+            return False
+        probe = getattr(probe, "__wrapped__", None)
+    inner = make(current)
+
+    @functools.wraps(current)
+    def wrapper(*args, **kwargs):
+        if getattr(wrapper, _DISABLED, False):
+            return current(*args, **kwargs)
+        return inner(*args, **kwargs)
+
+    setattr(wrapper, _PATCH_KEY, key)
+    setattr(wrapper, _DISABLED, False)
+    setattr(owner, name, wrapper)
+    return True
+
+
+def unwrap(owner, name: str, *, key: str) -> bool:
+    """Take this patch's wrapper off ``owner.<name>``; returns whether one was found.
+
+    On top: the original is put back. Under someone else's wrapper: it is switched off (it then calls
+    straight through), since removing it would also remove theirs.
+    """
+    current = vars(owner).get(name)
+    if getattr(current, _PATCH_KEY, None) == key:
+        setattr(owner, name, current.__wrapped__)
+        return True
+    probe = getattr(current, "__wrapped__", None)
+    while probe is not None:
+        if getattr(probe, _PATCH_KEY, None) == key:
+            setattr(probe, _DISABLED, True)
+            return True
+        probe = getattr(probe, "__wrapped__", None)
+    return False
+
+
+class Patch:
+    """One reversible patch of one module: ``apply(module)`` and ``revert(module)``, both idempotent.
+
+    ``apply`` runs when the module is (or already was) imported and again after every reload; ``revert``
+    runs on uninstall for a loaded module.
+    """
+
+    __slots__ = ("module", "key", "apply", "revert")
+
+    def __init__(self, module: str, key: str, apply, revert) -> None:
+        self.module, self.key, self.apply, self.revert = module, key, apply, revert
+
+    def __repr__(self) -> str:
+        return f"Patch({self.module!r}, {self.key!r})"
+
+
+def install_patches(patches) -> None:
+    """Hook every patch on its module (applied now where the module is loaded, later where not)."""
+    for p in patches:
+        add_hook(p.module, p.key, p.apply)
+
+
+def uninstall_patches(patches) -> None:
+    """Remove the hooks of ``patches`` and revert them in the modules that are loaded (last patch first)."""
+    for p in reversed(list(patches)):
+        remove_hook(p.module, p.key)
+        module = sys.modules.get(p.module)
+        if module is not None:
+            try:
+                p.revert(module)
+            except Exception as e:
+                _warn(p.key + " (revert)", p.module, e)

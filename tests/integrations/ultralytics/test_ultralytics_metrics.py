@@ -55,10 +55,11 @@ def test_install_is_lazy_and_idempotent():
         "from ultralytics.models.yolo.detect.val import DetectionValidator as V\n"
         "from ultralytics.engine.trainer import BaseTrainer as T\n"
         "m.install()\n"
+        "from yolo_nonlocal.integrations.import_hooks import wrapper_key as key\n"
         "for f in (V.init_metrics, V.update_metrics, V.gather_stats, V.get_stats, V.print_results, T.save_metrics):\n"
-        "    assert getattr(f, '_yolo_nonlocal_coco', False) and not getattr(f.__wrapped__, '_yolo_nonlocal_coco', False)\n"
+        "    assert key(f) == 'yolo_nonlocal.metrics.' + f.__name__ and key(f.__wrapped__) is None, f\n"
         "m.uninstall()\n"
-        "assert not hasattr(V.get_stats, '_yolo_nonlocal_coco') and not hasattr(T.save_metrics, '_yolo_nonlocal_coco')\n"
+        "assert key(V.get_stats) is None and key(T.save_metrics) is None and not m.is_installed()\n"
         "print('ok')\n"
     )
     env = {**os.environ, "YOLO_NONLOCAL_NO_AUTOREGISTER": "1"}  # this process installs by hand, nothing else does

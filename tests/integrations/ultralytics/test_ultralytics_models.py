@@ -19,6 +19,7 @@ from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils import torch_utils  # noqa: E402
 
+from yolo_nonlocal.integrations.ultralytics import checkpoints, rows  # noqa: E402
 from yolo_nonlocal.integrations.ultralytics import registration as ui  # noqa: E402
 from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
 from yolo_nonlocal.integrations.ultralytics.flops import _hidden_attention, attention_gflops  # noqa: E402
@@ -91,7 +92,7 @@ def test_every_scale_builds_and_runs(family):
 def test_probe_path_gives_the_same_channels(monkeypatch):
     """The version-independent BatchNorm2d probe and the fast path fill in the same input channels."""
     fast = [m.c1 for m in _build_meta("yolo11x-nl-p2.yaml")[0] if isinstance(m, NonLocal)]
-    monkeypatch.setattr(ui, "_FORCE_PROBE", True)
+    monkeypatch.setattr(rows, "_FORCE_PROBE", True)
     probed = [m.c1 for m in _build_meta("yolo11x-nl-p2.yaml")[0] if isinstance(m, NonLocal)]
     assert fast == probed == [768, 384]
 
@@ -111,15 +112,73 @@ def _with_row(index: int, row: list) -> dict:
         (17, [-1, 1, "NonLocal", [2, "softmax"]], r"NonLocal row 17 \(head\).*unknown mode .*'softmax'.*embedded_gaussian"),
         (17, [-1, 1, "NonLocal", [0]], r"row 17 \(head\).*reduction \(args\[0\]\) must be a positive int"),
         (17, [-1, 1, "NonLocal", [2, "gaussian", "yes"]], r"row 17 \(head\).*sub_sample \(args\[2\]\) must be true or false"),
-        (17, [-1, 1, "NonLocal", [64, 2, "gaussian", False]], r"row 17 \(head\).*at most 3 args.*filled in automatically"),
+        (17, [-1, 1, "NonLocal", [2, "gaussian", False, 3]], r"row 17 \(head\).*at most 3 args.*filled in automatically"),
         (0, [-1, 1, "NonLocal", []], r"row 0 \(backbone\).*cannot be the first layer"),
-        (17, [-1, 1, "NonLocal", [128]], r"row 17 \(head\).*cannot be built with its 64 input channels.*reduction=128"),
+        # issue 11 item 3: a zoo-style channel count that is not this row's channels is refused, saying how to write it
+        (17, [-1, 1, "NonLocal", [128]], r"row 17 \(head\).*args\[0\]=128 is not a plausible reduction.*nor this row's "
+                                          r"channel count \(64 at this scale\).*Write \[-1, 1, NonLocal, \[reduction, mode, "
+                                          r"sub_sample\]\].*\[-1, 1, NonLocal, \[\]\]"),
+        (17, [-1, 1, "NonLocal", ["2", "gaussian", "maybe"]], r"sub_sample \(args\[2\]\) must be true or false, got 'maybe'"),
     ],
-    ids=["from", "mode", "reduction", "sub_sample", "too-many-args", "first-row", "reduction-too-large"],
+    ids=["from", "mode", "reduction", "sub_sample", "too-many-args", "first-row", "zoo-channels-mismatch",
+         "quoted-bad-bool"],
 )
 def test_bad_rows_raise_errors_that_name_the_row(index, row, message):
     with pytest.raises(ui.NonLocalRowError, match=message):
         DetectionModel(_with_row(index, row), verbose=False)
+
+
+def test_reduction_too_large_for_the_channels_names_the_row():
+    d = {"nc": 2, "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "NonLocal", [16]]],
+         "head": [[[1], 1, "Detect", ["nc"]]]}
+    with pytest.raises(ui.NonLocalRowError, match=r"NonLocal row 1 \(backbone\).*cannot be built with its 8 input "
+                                                   r"channels.*reduction=16 leaves 0 bottleneck channels"):
+        DetectionModel(d, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "yaml_name, index, args, c1, inter",
+    [
+        ("yolov8n-nl.yaml", 17, [64, 2, "gaussian", False], 64, 32),  # channels first, equal to the input channels
+        ("yolov8n-nl.yaml", 17, [256], 64, 32),  # the unscaled count, as the C2f row before it writes it
+        ("yolov8n-nl.yaml", 10, [1024], 256, 128),
+        ("yolov8l-nl.yaml", 10, [512], 512, 256),  # issue 11 item 3: read as reduction 512 (1 channel) before
+    ],
+)
+def test_zoo_style_channel_argument_is_read_as_the_channels(yaml_name, index, args, c1, inter):
+    d = tasks.yaml_model_load(yaml_name)
+    rows_ = d["backbone"] + d["head"]
+    rows_[index] = [-1, 1, "NonLocal", args]
+    d["backbone"], d["head"] = rows_[: len(d["backbone"])], rows_[len(d["backbone"]) :]
+    with torch.device("meta"):
+        seq, _ = tasks.parse_model(deepcopy(d), ch=3, verbose=False)
+    assert (seq[index].c1, seq[index].inter_channels) == (c1, inter)
+    assert tasks.parse_model(deepcopy(d), ch=3, verbose=False) is not None  # and it builds for real
+    assert (d["backbone"] + d["head"])[index][3] == args  # the row stays as written
+
+
+def test_quoted_values_are_read_as_ultralytics_reads_them():
+    """issue 11 item 6: '2' / 'True' in a row are accepted, as Ultralytics' own rows accept them."""
+    model = DetectionModel(_with_row(17, [-1, 1, "NonLocal", ["4", "dot_product", "True"]]), verbose=False)
+    block = model.model[17]
+    assert (block.inter_channels, block.mode, block.sub_sample) == (16, "dot_product", True)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Nonlocal", r"row 17 \(head\).*no module 'Nonlocal'; did you mean 'NonLocal'"),
+        ("NonLocal3d", r"row 17 \(head\).*NonLocal3d is the block for video clips.*write \[-1, 1, NonLocal, \[\]\]"),
+        ("NonLoca", r"did you mean 'NonLocal'"),
+    ],
+)
+def test_misspelt_block_names_get_a_did_you_mean(name, message):
+    with pytest.raises(KeyError) as info:  # still a KeyError, as Ultralytics raises for unknown modules
+        DetectionModel(_with_row(17, [-1, 1, name, []]), verbose=False)
+    assert isinstance(info.value, ui.NonLocalRowError)
+    import re
+
+    assert re.search(message, str(info.value)), str(info.value)
 
 
 def test_row_args_reach_the_block_and_yaml_stays_as_written():
@@ -285,7 +344,7 @@ def test_export_guard_refuses_low_opset():
     model = DetectionModel("yolov8n-nl.yaml", verbose=False)
     exporter = SimpleNamespace(args=SimpleNamespace(opset=12, format="onnx"), model=model)
     with pytest.raises(ValueError, match="opset 14 on; opset=12 was asked"):
-        ui._export_guard(exporter)
-    ui._export_guard(SimpleNamespace(args=SimpleNamespace(opset=17, format="onnx"), model=model))
+        checkpoints.export_guard(exporter)
+    checkpoints.export_guard(SimpleNamespace(args=SimpleNamespace(opset=17, format="onnx"), model=model))
     stock = DetectionModel("yolov8n.yaml", verbose=False)
-    ui._export_guard(SimpleNamespace(args=SimpleNamespace(opset=12, format="onnx"), model=stock))
+    checkpoints.export_guard(SimpleNamespace(args=SimpleNamespace(opset=12, format="onnx"), model=stock))

@@ -38,7 +38,7 @@ def test_import_package_is_light(tmp_path):
         at_start = sorted(m for m in ("torch", "ultralytics") if m in sys.modules)
         import yolo_nonlocal
         after = sorted(m for m in ("torch", "ultralytics") if m in sys.modules)
-        finder = [f for f in sys.meta_path if getattr(f, "_yolo_nonlocal_autoregister", False)]
+        finder = [f for f in sys.meta_path if getattr(f, "_yolo_nonlocal_import_hooks", False)]
         print(at_start, after, len(finder))
         """,
         tmp_path,
@@ -87,7 +87,7 @@ def test_install_is_idempotent_and_registers_late(tmp_path):
         import sys
         from yolo_nonlocal import _startup
         _startup.install(); _startup.install()
-        n = sum(getattr(f, "_yolo_nonlocal_autoregister", False) for f in sys.meta_path)
+        n = sum(getattr(f, "_yolo_nonlocal_import_hooks", False) for f in sys.meta_path)
         import ultralytics.nn.tasks as tasks
         # the module object and its loader are the real ones, not the hook's proxy
         print(n, type(tasks.__loader__).__name__, type(tasks.__spec__.loader).__name__, hasattr(tasks, "NonLocal"))
@@ -136,6 +136,8 @@ def test_failing_register_does_not_break_ultralytics(tmp_path):
         },
     )
     shutil.copy(REPO / "yolo_nonlocal" / "_startup.py", root / "yolo_nonlocal" / "_startup.py")
+    shutil.copy(REPO / "yolo_nonlocal" / "integrations" / "import_hooks.py",
+                root / "yolo_nonlocal" / "integrations" / "import_hooks.py")
     r = run_py(
         """
         import ultralytics.nn.tasks as tasks

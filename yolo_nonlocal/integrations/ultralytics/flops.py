@@ -17,15 +17,12 @@ all call, so every summary includes them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 
 import torch
 from torch import nn
 
-__all__ = ["attention_gflops", "block_spatial_sizes", "install"]
-
-_WRAPPED = "__yolo_nonlocal_wrapped__"
+__all__ = ["attention_gflops", "block_spatial_sizes", "patch", "unpatch", "install"]
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -119,15 +116,7 @@ def _hidden_attention():
         NonLocal.forward = original
 
 
-def install() -> None:
-    """Wrap ``ultralytics.utils.torch_utils.get_flops`` to add :func:`attention_gflops` (idempotent)."""
-    from ultralytics.utils import torch_utils
-
-    orig = torch_utils.get_flops
-    if getattr(orig, _WRAPPED, False):
-        return
-
-    @functools.wraps(orig)
+def _make_get_flops(orig):
     def get_flops(model, imgsz=640, *args, **kwargs):
         try:
             has_blocks = bool(_blocks(_unwrap(model)))
@@ -144,5 +133,27 @@ def install() -> None:
         except Exception:
             return flops
 
-    setattr(get_flops, _WRAPPED, True)
-    torch_utils.get_flops = get_flops
+    return get_flops
+
+
+KEY = "yolo_nonlocal.flops.get_flops"
+
+
+def patch(torch_utils) -> None:
+    """Wrap ``torch_utils.get_flops`` (``ultralytics.utils.torch_utils``) to add :func:`attention_gflops`."""
+    from yolo_nonlocal.integrations import import_hooks
+
+    import_hooks.wrap(torch_utils, "get_flops", _make_get_flops, key=KEY)
+
+
+def unpatch(torch_utils) -> None:
+    from yolo_nonlocal.integrations import import_hooks
+
+    import_hooks.unwrap(torch_utils, "get_flops", key=KEY)
+
+
+def install() -> None:
+    """Wrap Ultralytics' ``get_flops`` now (imports Ultralytics; :func:`yolo_nonlocal.register` does this too)."""
+    from ultralytics.utils import torch_utils
+
+    patch(torch_utils)

@@ -18,17 +18,19 @@ Why here and how
     (``init_metrics`` starts a collection, ``update_metrics`` keeps each image's boxes scaled to the original
     image with the validator's own ``scale_preds``, ``gather_stats`` gathers them across DDP ranks,
     ``get_stats`` evaluates and adds the keys, ``print_results`` prints them) and ``BaseTrainer.save_metrics``
-    (keeps the CSV columns stable on epochs without validation). Predictions stay in memory: the user's
+    (keeps the CSV columns stable on epochs without validation, and makes a resumed run's rows follow the
+    header already in its ``results.csv``: columns this environment does not produce are written as ``nan``,
+    columns it adds are appended at the end of the header with ``nan`` in earlier rows; nothing shifts, and
+    nothing is dropped, whatever ``YOLO_NONLOCAL_COCO`` / ``YOLO_NONLOCAL_TINY`` say at resume). Predictions stay in memory: the user's
     ``save_json`` is not touched. Ground truth is built once per dataset from its YOLO labels and cached
     (see ``coco_eval.ground_truth_for_images``).
 
-Installation is idempotent and never imports Ultralytics itself: a module that is not imported yet is
-patched the moment it is (a post-import hook), so ``install()`` is safe to call from inside Ultralytics' own
-import (``yolo_nonlocal.integrations.ultralytics.registration.register()`` calls it when ``ultralytics.nn.tasks`` loads).
-A module caught half-way through its own import at that moment (``import ultralytics.engine.trainer``
-imports ``nn.tasks`` before it defines ``BaseTrainer``) is patched by an ``on_pretrain_routine_start`` /
-``on_val_start`` default callback, i.e. before any training or validation uses it. Validators whose class
-replaces ``update_metrics`` or ``get_stats`` without the patched ones are left alone.
+Installation is idempotent and never imports Ultralytics itself: the patches go through the package's one
+post-import hook mechanism (:mod:`yolo_nonlocal.integrations.import_hooks`), so a module that is not
+imported yet is patched the moment it is, again after ``importlib.reload``, and one caught half-way through
+its own import is patched as soon as it has finished. ``yolo_nonlocal.register()`` installs these patches;
+``yolo_nonlocal.unregister()`` (or :func:`uninstall`) takes them off. Validators whose class replaces
+``update_metrics`` or ``get_stats`` without the patched ones are left alone.
 
 Environment switches (read at every validation, so they work from the stock ``yolo`` command)
     ``YOLO_NONLOCAL_TINY=1``          also report ``coco/APvt`` (2-8 px) and ``coco/APt`` (8-16 px)
@@ -41,18 +43,20 @@ An evaluation that fails (never expected) logs a warning and reports NaN: it nev
 
 from __future__ import annotations
 
-import importlib.abc
 import json
 import math
 import os
-import sys
 import threading
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["install", "uninstall", "is_installed", "coco_columns", "tiny_enabled", "ENV_TINY", "ENV_ENABLE",
+from yolo_nonlocal.integrations import import_hooks
+from yolo_nonlocal.utils.env import env_flag
+
+__all__ = ["install", "uninstall", "is_installed", "coco_columns", "tiny_enabled", "align_to_header", "PATCHES",
+           "patch_validator", "unpatch_validator", "patch_trainer", "unpatch_trainer", "ENV_TINY", "ENV_ENABLE",
            "ENV_BACKEND", "ENV_MAX_DETS", "PREFIX"]
 
 ENV_TINY = "YOLO_NONLOCAL_TINY"
@@ -62,25 +66,16 @@ ENV_MAX_DETS = "YOLO_NONLOCAL_COCO_MAX_DETS"
 PREFIX = "coco/"
 _VALIDATOR_MODULE = "ultralytics.models.yolo.detect.val"
 _TRAINER_MODULE = "ultralytics.engine.trainer"
-_CALLBACKS_MODULE = "ultralytics.utils.callbacks.base"
-_MARK = "_yolo_nonlocal_coco"
+_KEY = "yolo_nonlocal.metrics"
 _STATE = "_yolo_nonlocal_coco_state"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_VALIDATOR_METHODS = ("init_metrics", "update_metrics", "gather_stats", "get_stats", "print_results")
 
 _lock = threading.RLock()
-_installed = False
-_originals: list[tuple[type, str, Any]] = []  # (class, attribute, original) for uninstall()
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    return True if value in _TRUE else False if value in _FALSE else default
 
 
 def tiny_enabled() -> bool:
     """Whether the tiny-object ranges are switched on (``YOLO_NONLOCAL_TINY=1``)."""
-    return _env_flag(ENV_TINY, False)
+    return env_flag(ENV_TINY, False)
 
 
 def coco_columns(tiny: bool | None = None) -> list[str]:
@@ -91,95 +86,13 @@ def coco_columns(tiny: bool | None = None) -> list[str]:
     return [PREFIX + k for k in STAT_KEYS + (TINY_STAT_KEYS if tiny else ())]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Post-import hook: patch a module when (or if already) it is imported, without importing it ourselves
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class _CallbackLoader(importlib.abc.Loader):
-    """Delegates to the real loader, then runs the callbacks on the freshly executed module."""
-
-    def __init__(self, loader: Any, callbacks: list[Callable[[Any], None]]):
-        self._loader = loader
-        self._callbacks = callbacks
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        self._loader.exec_module(module)
-        for cb in self._callbacks:
-            cb(module)
-
-    def __getattr__(self, name: str):
-        return getattr(self._loader, name)
-
-
-class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """A meta-path finder that only wraps the loader of the modules it waits for."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, list[Callable[[Any], None]]] = {}
-
-    def find_spec(self, fullname, path=None, target=None):
-        callbacks = self.pending.get(fullname)
-        if not callbacks:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        del self.pending[fullname]
-        spec.loader = _CallbackLoader(spec.loader, callbacks)
-        return spec
-
-
-_finder = _PostImportFinder()
-
-
-def _loaded(name: str):
-    """The module ``name`` if it is fully imported (not absent, not half-way through its own import)."""
-    module = sys.modules.get(name)
-    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
-        return None
-    return module
-
-
-def _when_imported(name: str, callback: Callable[[Any], None]) -> None:
-    """Call ``callback(module)`` now if ``name`` is fully imported, else right after it is.
-
-    A module half-way through its own import (``install()`` runs inside Ultralytics' import chain) cannot be
-    patched now nor hooked any more: the default callbacks below catch that case before any run starts.
-    """
-    module = _loaded(name)
-    if module is not None:
-        callback(module)
-        return
-    if name in sys.modules:
-        return
-    _finder.pending.setdefault(name, []).append(callback)
-    if _finder not in sys.meta_path:
-        sys.meta_path.insert(0, _finder)
-
-
 def _wrap(cls: type, name: str, make: Callable[[Callable], Callable]) -> None:
-    original = cls.__dict__.get(name)
-    if original is None or getattr(original, _MARK, False):
-        return
-    wrapper = make(original)
-    setattr(wrapper, _MARK, True)
-    wrapper.__wrapped__ = original
-    wrapper.__name__ = getattr(original, "__name__", name)
-    wrapper.__qualname__ = getattr(original, "__qualname__", name)
-    wrapper.__doc__ = getattr(original, "__doc__", None)
-    setattr(cls, name, wrapper)
-    _originals.append((cls, name, original))
+    import_hooks.wrap(cls, name, make, key=f"{_KEY}.{name}")
+
+
+def _ours(cls: type, name: str) -> bool:
+    """Whether ``cls.<name>`` (inherited or not) is the wrapper installed here (not a subclass's override)."""
+    return import_hooks.wrapper_key(getattr(cls, name, None)) == f"{_KEY}.{name}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -221,9 +134,9 @@ def _init_metrics(original):
         st = _state(self)
         st.records, st.stats, st.failed, st.seconds = [], None, False, 0.0
         cls = type(self)  # a subclass that replaces these methods without calling them is not ours to score
-        st.enabled = (getattr(self.args, "task", None) == "detect" and _env_flag(ENV_ENABLE, True)
+        st.enabled = (getattr(self.args, "task", None) == "detect" and env_flag(ENV_ENABLE, True)
                       and hasattr(getattr(self.dataloader, "dataset", None), "im_files")
-                      and all(getattr(getattr(cls, m, None), _MARK, False) for m in ("update_metrics", "get_stats")))
+                      and all(_ours(cls, m) for m in ("update_metrics", "get_stats")))
         return result
 
     return init_metrics
@@ -389,21 +302,69 @@ def _print_results(original):
     return print_results
 
 
-def _patch_validator(module) -> None:
+def patch_validator(module) -> None:
+    """Wrap the five ``DetectionValidator`` methods of ``module`` (idempotent; re-applied after a reload)."""
     cls = getattr(module, "DetectionValidator", None)
     if cls is None:
         return
     with _lock:
-        _wrap(cls, "init_metrics", _init_metrics)
-        _wrap(cls, "update_metrics", _update_metrics)
-        _wrap(cls, "gather_stats", _gather_stats)
-        _wrap(cls, "get_stats", _get_stats)
-        _wrap(cls, "print_results", _print_results)
+        for name, make in zip(_VALIDATOR_METHODS, (_init_metrics, _update_metrics, _gather_stats, _get_stats,
+                                                    _print_results)):
+            _wrap(cls, name, make)
+
+
+def unpatch_validator(module) -> None:
+    cls = getattr(module, "DetectionValidator", None)
+    if cls is None:
+        return
+    with _lock:
+        for name in _VALIDATOR_METHODS:
+            import_hooks.unwrap(cls, name, key=f"{_KEY}.{name}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The trainer side: stable results.csv columns
+# The trainer side: results.csv columns that follow the run's header
 # ----------------------------------------------------------------------------------------------------------------------
+
+_FIXED = ("epoch", "time")  # columns Ultralytics' save_metrics writes itself, before the metrics
+
+
+def _csv_header(path) -> list[str] | None:
+    """The column names of an existing results.csv (stripped: 8.3.x pads them), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+    except OSError:
+        return None
+    names = [c.strip() for c in line.rstrip("\r\n").split(",")]
+    return names if line.strip() and names else None
+
+
+def _extend_csv(path, header_line: str, new: list[str]) -> None:
+    """Append columns ``new`` to a results.csv: the header gains them, earlier rows get ``nan`` (atomic)."""
+    text = open(path, encoding="utf-8").read().splitlines()
+    first = text[0].split(",")
+    width = len(first[-1]) if first[-1] != first[-1].strip() else 0  # 8.3.x pads every field to 23 characters
+    pad = (lambda v: v.rjust(width)) if width else (lambda v: v)
+    out = [text[0] + "".join("," + pad(c) for c in new)]
+    out += [row + ("," + pad("nan")) * len(new) if row.strip() else row for row in text[1:]]
+    tmp = f"{path}.yolo-nonlocal.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(out) + "\n")
+    os.replace(tmp, path)
+
+
+def align_to_header(metrics: dict, header: list[str]) -> tuple[dict, list[str]]:
+    """``metrics`` in the order of an existing results.csv header; returns it and the keys the header lacks.
+
+    Columns of the header that this epoch does not produce get NaN (never a shift of the later columns);
+    keys the header lacks are returned so the caller can append them as new columns.
+    """
+    columns = [c for c in header if c not in _FIXED]
+    aligned = {c: metrics.get(c, math.nan) for c in columns}
+    extra = [k for k in metrics if k not in aligned]
+    aligned.update({k: metrics[k] for k in extra})
+    return aligned, extra
 
 
 def _save_metrics(original):
@@ -411,7 +372,7 @@ def _save_metrics(original):
         validator = getattr(self, "validator", None)
         st = validator.__dict__.get(_STATE) if validator is not None else None
         wanted = (getattr(getattr(validator, "args", None), "task", None) == "detect"
-                  and _env_flag(ENV_ENABLE, True) and (st is None or st.enabled))
+                  and env_flag(ENV_ENABLE, True) and (st is None or st.enabled))
         if wanted and isinstance(metrics, dict):
             columns = coco_columns()
             if any(c not in metrics for c in columns):  # an epoch without validation: placeholders, as Ultralytics
@@ -419,12 +380,24 @@ def _save_metrics(original):
                 at = max((i + 1 for i, (k, _) in enumerate(rest) if k.startswith("metrics/")), default=len(rest))
                 fill = [(c, metrics.get(c, 0.0)) for c in columns]
                 metrics = dict(rest[:at] + fill + rest[at:])
+        csv = getattr(self, "csv", None)
+        header = _csv_header(csv) if isinstance(metrics, dict) and csv is not None and os.path.exists(csv) else None
+        if header is not None:  # a resumed (or continued) run: follow the file's columns, whatever the environment
+            try:
+                metrics, extra = align_to_header(metrics, header)
+                if extra:
+                    _extend_csv(csv, ",".join(header), extra)
+                    _warn(f"{csv} gains the column(s) {', '.join(extra)} (earlier rows: nan); this run started "
+                          "without them")
+            except Exception as e:  # never lose an epoch's row over this
+                _warn(f"could not align {csv} to its header ({type(e).__name__}: {e})")
         return original(self, metrics, *args, **kwargs)
 
     return save_metrics
 
 
-def _patch_trainer(module) -> None:
+def patch_trainer(module) -> None:
+    """Wrap ``BaseTrainer.save_metrics`` of ``module`` (idempotent; re-applied after a reload)."""
     cls = getattr(module, "BaseTrainer", None)
     if cls is None:
         return
@@ -432,62 +405,36 @@ def _patch_trainer(module) -> None:
         _wrap(cls, "save_metrics", _save_metrics)
 
 
+def unpatch_trainer(module) -> None:
+    cls = getattr(module, "BaseTrainer", None)
+    if cls is not None:
+        import_hooks.unwrap(cls, "save_metrics", key=f"{_KEY}.save_metrics")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Public entry points
 # ----------------------------------------------------------------------------------------------------------------------
 
-
-def _patch_loaded(*_args) -> None:
-    """Patch whichever of the two classes is loaded and not patched yet (cheap when both are)."""
-    if not _installed:
-        return
-    for name, patch in ((_VALIDATOR_MODULE, _patch_validator), (_TRAINER_MODULE, _patch_trainer)):
-        module = _loaded(name)
-        if module is not None:
-            patch(module)
-
-
-def _add_default_callbacks(module) -> None:
-    """Run ``_patch_loaded`` when any training or validation starts, before the patched methods are needed."""
-    callbacks = getattr(module, "default_callbacks", None)
-    if not isinstance(callbacks, dict):
-        return
-    for event in ("on_pretrain_routine_start", "on_val_start"):
-        hooks = callbacks.setdefault(event, [])
-        if _patch_loaded not in hooks:
-            hooks.append(_patch_loaded)
+PATCHES = (
+    import_hooks.Patch(_VALIDATOR_MODULE, f"{_KEY}.validator", patch_validator, unpatch_validator),
+    import_hooks.Patch(_TRAINER_MODULE, f"{_KEY}.trainer", patch_trainer, unpatch_trainer),
+)
 
 
 def install() -> None:
-    """Add the COCO metrics to every Ultralytics detection validation of this process (idempotent)."""
-    global _installed
-    with _lock:
-        if _installed:
-            return
-        _installed = True
-        _when_imported(_VALIDATOR_MODULE, _patch_validator)
-        _when_imported(_TRAINER_MODULE, _patch_trainer)
-        _when_imported(_CALLBACKS_MODULE, _add_default_callbacks)
+    """Add the COCO metrics to every Ultralytics detection validation of this process (idempotent).
+
+    Imports no Ultralytics module: each patch applies now where its module is loaded, else when it is
+    imported (and again after a reload). ``yolo_nonlocal.register()`` installs the same patches.
+    """
+    import_hooks.install_patches(PATCHES)
 
 
 def is_installed() -> bool:
-    """Whether ``install()`` ran in this process (the patches apply as soon as Ultralytics' modules load)."""
-    return _installed
+    """Whether the patches wait on (or are applied to) Ultralytics' modules in this process."""
+    return all(import_hooks.has_hook(p.module, p.key) for p in PATCHES)
 
 
 def uninstall() -> None:
-    """Undo ``install()``: restore the original methods and drop pending hooks (for tests and notebooks)."""
-    global _installed
-    with _lock:
-        while _originals:
-            cls, name, original = _originals.pop()
-            setattr(cls, name, original)
-        for name in (_VALIDATOR_MODULE, _TRAINER_MODULE, _CALLBACKS_MODULE):
-            _finder.pending.pop(name, None)
-        base = sys.modules.get(_CALLBACKS_MODULE)
-        for hooks in getattr(base, "default_callbacks", {}).values():
-            while _patch_loaded in hooks:
-                hooks.remove(_patch_loaded)
-        if _finder in sys.meta_path and not _finder.pending:
-            sys.meta_path.remove(_finder)
-        _installed = False
+    """Undo ``install()``: restore the original methods and drop the hooks (for tests and notebooks)."""
+    import_hooks.uninstall_patches(PATCHES)

@@ -20,7 +20,7 @@ Why
     dict) without editing a file; :func:`read_options` reads them back.
 
 How the multiplier works
-    :func:`install` wraps ``BaseTrainer.build_optimizer``: Ultralytics builds its groups (decay / no-decay /
+    :func:`patch_trainer` (installed by ``yolo_nonlocal.register()``) wraps ``BaseTrainer.build_optimizer``: Ultralytics builds its groups (decay / no-decay /
     bias, MuSGD's muon groups), then every group that holds block parameters is split in two, the block part
     getting the same options (weight decay, betas, momentum, ``param_group`` name) with ``lr = initial_lr =
     group lr * nonlocal_lr_mult``. The new groups are appended after Ultralytics' own, so index-based code
@@ -48,15 +48,14 @@ __all__ = [
     "apply_init_gamma",
     "block_modules",
     "split_param_groups",
-    "install",
-    "uninstall",
+    "patch_trainer",
+    "unpatch_trainer",
 ]
 
 INIT_GAMMA_KEY = "nonlocal_init_gamma"
 LR_MULT_KEY = "nonlocal_lr_mult"
 DEFAULT_INIT_GAMMA = 0.0
 DEFAULT_LR_MULT = 1.0
-_MARK = "_yolo_nonlocal_options"
 
 
 class NonLocalOptionError(ValueError):
@@ -96,32 +95,28 @@ def read_options(d: dict | None) -> BlockOptions:
 
 
 def block_modules(model) -> list:
-    """The NonLocal blocks (and registered sibling blocks) of a model, in module order."""
-    from yolo_nonlocal.nonlocal_block import NonLocal
+    """The blocks of a model (NonLocal and the sibling families of the block table), in module order."""
+    from yolo_nonlocal.integrations.ultralytics.blocks import block_types
 
-    types = [NonLocal]
-    try:  # sibling blocks of the package, when present (GCNet's global-context block)
-        from yolo_nonlocal.context_block import GlobalContext
-
-        types.append(GlobalContext)
-    except ImportError:
-        pass
-    return [m for m in model.modules() if isinstance(m, tuple(types))]
+    types = block_types()
+    return [m for m in model.modules() if isinstance(m, types)]
 
 
 def _gamma_bn(block):
-    """The BatchNorm whose weight is the block's gamma (W_z's for NonLocal), or None if it has none."""
-    w_z = getattr(block, "w_z", None)
-    if w_z is not None and len(w_z) > 1:
-        return w_z[1]
-    return getattr(block, "gamma_bn", None)
+    """The BatchNorm whose weight is the block's gamma (W_z's for NonLocal, the last for LocalBlock), or None."""
+    for name in ("w_z", "cv3"):
+        seq = getattr(block, name, None)
+        if seq is not None and len(seq) > 1 and hasattr(seq[1], "running_var"):
+            return seq[1]
+    return None
 
 
 def apply_init_gamma(model, init_gamma: float) -> int:
-    """Set every block's gamma (and its ``init_gamma``, used by ``reset_parameters``) to ``init_gamma``.
+    """Start every block of ``model`` at ``init_gamma``; returns the number of blocks changed.
 
-    Touches no random state, so with 0 the model is bit-identical to one built without the option.
-    Returns the number of blocks changed.
+    For blocks whose gamma is a BatchNorm weight (NonLocal, LocalBlock) only that weight is set, touching no
+    random state; other blocks (GCNet's ContextBlock, whose ``init_gamma`` scales a random init) are
+    re-initialised with ``reset_parameters()``. Each block's ``init_gamma`` attribute records the value.
     """
     import torch
 
@@ -129,24 +124,30 @@ def apply_init_gamma(model, init_gamma: float) -> int:
     n = 0
     for block in block_modules(model):
         bn = _gamma_bn(block)
-        if bn is None:
-            continue
-        with torch.no_grad():
-            bn.weight.fill_(init_gamma)
         block.init_gamma = init_gamma
+        if bn is not None:
+            with torch.no_grad():
+                bn.weight.fill_(init_gamma)
+        elif hasattr(block, "reset_parameters"):
+            block.reset_parameters()
+        else:
+            continue
         n += 1
     return n
 
 
 def _untrained(block) -> bool:
-    """Whether a block's gamma is still its initial value (and beta zero): nothing learned would be lost."""
+    """Whether a block still holds its initialisation, so that re-initialising it loses nothing learned."""
     import torch
 
     bn = _gamma_bn(block)
-    if bn is None:
-        return True
-    g0 = float(getattr(block, "init_gamma", 0.0))
-    return bool(torch.all(bn.weight == g0)) and bool(torch.all(bn.bias == 0))
+    if bn is not None:
+        g0 = float(getattr(block, "init_gamma", 0.0))
+        return bool(torch.all(bn.weight == g0)) and bool(torch.all(bn.bias == 0))
+    if float(getattr(block, "init_gamma", 0.0)) == 0.0:  # zero-initialised output layers (ContextBlock)
+        outs = [getattr(block, n, None) for n in ("transform_add", "transform_mul")]
+        return all(bool(torch.all(t[-1].weight == 0)) for t in outs if t is not None)
+    return False  # a random init scaled by init_gamma cannot be told from a trained one
 
 
 def configure(target, *, init_gamma: float | None = None, lr_mult: float | None = None, force: bool = False):
@@ -256,52 +257,22 @@ def _build_optimizer(original):
     return build_optimizer
 
 
+KEY = "yolo_nonlocal.options.build_optimizer"
+
+
 def patch_trainer(module) -> None:
     """Wrap ``module.BaseTrainer.build_optimizer`` (idempotent; re-applied after a reload re-creates the class)."""
+    from yolo_nonlocal.integrations import import_hooks
+
     cls = getattr(module, "BaseTrainer", None)
-    if cls is None:
-        return
-    current = cls.__dict__.get("build_optimizer")
-    if current is None or getattr(current, _MARK, None) is not None:
-        return
-    wrapper = _build_optimizer(current)
-    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
-        try:
-            setattr(wrapper, attr, getattr(current, attr))
-        except AttributeError:
-            pass
-    wrapper.__wrapped__ = current
-    setattr(wrapper, _MARK, current)
-    cls.build_optimizer = wrapper
+    if cls is not None:
+        import_hooks.wrap(cls, "build_optimizer", _build_optimizer, key=KEY)
 
 
 def unpatch_trainer(module) -> None:
-    """Restore ``BaseTrainer.build_optimizer`` if the wrapper installed by :func:`patch_trainer` is on top."""
+    """Take the wrapper of :func:`patch_trainer` off again."""
+    from yolo_nonlocal.integrations import import_hooks
+
     cls = getattr(module, "BaseTrainer", None)
-    current = cls.__dict__.get("build_optimizer") if cls is not None else None
-    original = getattr(current, _MARK, None)
-    if original is not None:
-        cls.build_optimizer = original
-
-
-_TRAINER = "ultralytics.engine.trainer"
-_HOOK = "yolo_nonlocal.options"
-
-
-def install() -> None:
-    """Wrap the trainer's ``build_optimizer`` now or as soon as the trainer is imported (and after reloads)."""
-    from yolo_nonlocal.integrations import import_hooks
-
-    import_hooks.add_hook(_TRAINER, _HOOK, patch_trainer)
-
-
-def uninstall() -> None:
-    """Undo :func:`install`."""
-    import sys
-
-    from yolo_nonlocal.integrations import import_hooks
-
-    import_hooks.remove_hook(_TRAINER, _HOOK)
-    module = sys.modules.get(_TRAINER)
-    if module is not None:
-        unpatch_trainer(module)
+    if cls is not None:
+        import_hooks.unwrap(cls, "build_optimizer", key=KEY)

@@ -20,23 +20,23 @@ Used by ``YOLO(...).load(...)``, ``yolo train ... pretrained=stock.pt`` and ever
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 
 from torch import nn
 
-__all__ = ["remap_source", "layer_map", "install"]
+__all__ = ["remap_source", "layer_map", "transfer_report", "format_report", "patch", "unpatch", "install"]
 
-_WRAPPED = "__yolo_nonlocal_wrapped__"
 LOGGER = logging.getLogger("yolo_nonlocal")
 
 
 def _is_block(m: nn.Module) -> bool:
-    from yolo_nonlocal.nonlocal_block import NonLocal
+    """A block layer (NonLocal or a sibling), or a repeat of blocks (a row with repeats > 1)."""
+    from yolo_nonlocal.integrations.ultralytics.blocks import block_types
 
-    if isinstance(m, NonLocal):
+    types = block_types()
+    if isinstance(m, types):
         return True
-    return isinstance(m, nn.Sequential) and len(m) > 0 and all(isinstance(x, NonLocal) for x in m)
+    return isinstance(m, nn.Sequential) and len(m) > 0 and all(isinstance(x, types) for x in m)
 
 
 def _slots(layers: list[nn.Module]) -> tuple[list[int], dict[tuple[int, int], int]]:
@@ -102,34 +102,114 @@ def _log(msg: str) -> None:
         LOGGER.info(msg)
 
 
-def install(tasks) -> None:
-    """Wrap ``tasks.BaseModel.load`` so pretrained weights are remapped around NonLocal blocks (idempotent)."""
-    base = tasks.BaseModel
-    orig = base.load
-    if getattr(orig, _WRAPPED, False):
-        return
+def _layer(key: str) -> int | None:
+    parts = key.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "model" and parts[1].isdigit() else None
 
-    @functools.wraps(orig)
+
+def transfer_report(src: nn.Module, dst: nn.Module, mapping: dict[int, int] | None) -> dict:
+    """What of ``src``'s state dict is now in ``dst`` (call after loading), and why the rest is not.
+
+    Returns ``{"total", "landed", "moved", "dropped": {reason: [detail, ...]}, "fresh_block_tensors"}``: a
+    source tensor has landed when the destination tensor it maps to holds exactly its values. Counted after
+    Ultralytics' own load, so its rebuild of the class head and its name-based class remap are included.
+    """
+    import torch
+
+    src_sd, dst_sd = src.state_dict(), dst.state_dict()
+    dst_layers = list(getattr(dst, "model", []))
+    src_layers = list(getattr(src, "model", []))
+    landed, written = 0, set()
+    dropped: dict[str, list[str]] = {}
+    for k, v in src_sd.items():
+        li = _layer(k)
+        dk = k
+        if mapping is not None and li is not None:
+            if li not in mapping:
+                why = ("a block at a place where this model has none" if li < len(src_layers) and _is_block(src_layers[li])
+                       else "a layer this model has no counterpart for")
+                dropped.setdefault(why, []).append(k)
+                continue
+            parts = k.split(".")
+            parts[1] = str(mapping[li])
+            dk = ".".join(parts)
+        w = dst_sd.get(dk)
+        if w is None:
+            dropped.setdefault("not in this model", []).append(k)
+        elif w.shape != v.shape:
+            dropped.setdefault("shape differs (e.g. another class count)", []).append(
+                f"{k} {tuple(v.shape)} -> {tuple(w.shape)}")
+        elif torch.equal(w, v.to(w.dtype)):
+            landed += 1
+            written.add(dk)
+        else:
+            dropped.setdefault("not loaded by Ultralytics (this model keeps its own values)", []).append(k)
+    fresh = [k for k in dst_sd if k not in written and (li := _layer(k)) is not None and li < len(dst_layers)
+             and _is_block(dst_layers[li])]
+    moved = sum(1 for k, j in (mapping or {}).items() if k != j)
+    return {"total": len(src_sd), "landed": landed, "moved": moved, "dropped": dropped, "fresh_block_tensors": fresh}
+
+
+def format_report(report: dict) -> str:
+    """One log line for :func:`transfer_report`'s result."""
+    parts = [f"yolo-nonlocal: pretrained weights: {report['landed']}/{report['total']} checkpoint tensors landed"]
+    if report["moved"]:
+        parts[0] += f" ({report['moved']} layer indices remapped around the blocks)"
+    n_dropped = sum(len(v) for v in report["dropped"].values())
+    if n_dropped:
+        why = "; ".join(f"{len(v)} {reason}, e.g. {v[0]}" for reason, v in report["dropped"].items())
+        parts.append(f"{n_dropped} dropped: {why}")
+    if report["fresh_block_tensors"]:
+        parts.append(f"{len(report['fresh_block_tensors'])} block tensors of this model were not in the checkpoint "
+                     "and keep their initialisation")
+    return "; ".join(parts)
+
+
+def _has_blocks(model: nn.Module) -> bool:
+    seq = getattr(model, "model", None)
+    return isinstance(seq, nn.Sequential) and any(_is_block(m) for m in seq)
+
+
+def _make_load(orig):
     def load(self, weights, *args, **kwargs):
+        verbose = kwargs.get("verbose", args[0] if args else True)
+        src, remapped = None, None
         try:
             src = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
-            remapped = remap_source(src, self) if isinstance(src, nn.Module) else None
+            src = src if isinstance(src, nn.Module) else None
+            remapped = remap_source(src, self) if src is not None else None
         except Exception:  # never let the remap stand between the user and Ultralytics' own loading
-            remapped = None
-        if remapped is not None:
-            view, mapping = remapped
-            src_sd = view.state_dict()
-            dst_sd = self.state_dict()
-            fits = sum(1 for k, v in src_sd.items() if k in dst_sd and dst_sd[k].shape == v.shape)
-            moved = sum(1 for k, j in mapping.items() if k != j)
-            if kwargs.get("verbose", args[0] if args else True):
-                _log(
-                    f"yolo-nonlocal: remapped {moved} shifted layer indices of the pretrained weights around the "
-                    f"NonLocal blocks; {fits}/{len(src_sd)} checkpoint tensors fit this model "
-                    f"(blocks without a counterpart keep their identity initialisation)"
-                )
-            weights = view
-        return orig(self, weights, *args, **kwargs)
+            src, remapped = None, None
+        mapping = remapped[1] if remapped is not None else None
+        result = orig(self, remapped[0] if remapped is not None else weights, *args, **kwargs)
+        if verbose and src is not None and (mapping is not None or _has_blocks(src) or _has_blocks(self)):
+            try:
+                _log(format_report(transfer_report(src, self, mapping)))
+            except Exception:
+                pass
+        return result
 
-    setattr(load, _WRAPPED, True)
-    base.load = load
+    return load
+
+
+KEY = "yolo_nonlocal.weights.load"
+
+
+def patch(tasks) -> None:
+    """Wrap ``tasks.BaseModel.load`` so pretrained weights are remapped around the blocks (idempotent)."""
+    from yolo_nonlocal.integrations import import_hooks
+
+    base = getattr(tasks, "BaseModel", None)
+    if base is not None:
+        import_hooks.wrap(base, "load", _make_load, key=KEY)
+
+
+def unpatch(tasks) -> None:
+    from yolo_nonlocal.integrations import import_hooks
+
+    base = getattr(tasks, "BaseModel", None)
+    if base is not None:
+        import_hooks.unwrap(base, "load", key=KEY)
+
+
+install = patch  # the name of earlier releases
