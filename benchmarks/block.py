@@ -13,6 +13,14 @@ from the resident set size of a fresh subprocess per measurement, sampled every 
 
     python benchmarks/block.py                      # CPU, batch 1, fp32
     python benchmarks/block.py --device cuda --batch 16 --dtype bf16
+    python benchmarks/block.py --kernels            # the attention op alone, every backend (CPU dispatch evidence)
+
+``--kernels`` times ``softmax(s q k^T) v`` alone, q (B, N, d), k (B, N', d), v (B, N', c) strided as the block
+passes them, on each backend of ``yolo_nonlocal.ops.softmax_attention`` (and the CPU fused path with one head,
+to show the backward's threading), forward (no_grad) and forward+backward, with the attention's GFLOPs
+(2 N N' (d + c) per image) and the rate reached: the arithmetic the issue-12 target aims at, against the
+float32 logits (B N N' x 4 bytes) the explicit form writes and reads. These figures choose the CPU dispatch
+(``CPU_EXPLICIT_MAX_LOGITS``, ``MIN_QUERIES_PER_HEAD``, ``DEFAULT_CHUNK_ELEMENTS``; see docs/speed.md).
 """
 
 from __future__ import annotations
@@ -144,6 +152,76 @@ def _child(spec: str) -> None:
     print(json.dumps({"peak_mib": (peak[0] - base) / 2**20}))
 
 
+# (label, B, N, N', d, c): the attention shapes of yolov8n-nl's blocks (P3: 64 channels, d = c = 32; P5: 256
+# channels, d = c = 128) at 320/640/1280 px, with and without sub_sample, and batch 8 at 640 px
+KERNEL_SIZES = [
+    ("P5@320", 1, 100, 100, 128, 128),
+    ("P5@640", 1, 400, 400, 128, 128),
+    ("P5@1280", 1, 1600, 1600, 128, 128),
+    ("P3@320", 1, 1600, 1600, 32, 32),
+    ("P3@320 sub", 1, 1600, 400, 32, 32),
+    ("P3@640", 1, 6400, 6400, 32, 32),
+    ("P3@640 sub", 1, 6400, 1600, 32, 32),
+    ("P3@640 x8", 8, 6400, 6400, 32, 32),
+    ("P3@1280", 1, 25600, 25600, 32, 32),
+]
+
+
+def kernels(args) -> None:
+    """The attention op alone on every backend: CPU ms forward / forward+backward and GFLOP/s."""
+    from yolo_nonlocal.ops import chunked_attention, softmax_attention as sa
+
+    backends = {
+        "explicit": lambda q, k, v, s: sa.softmax_attention(q, k, v, s, "explicit"),
+        "chunked": lambda q, k, v, s: sa.softmax_attention(q, k, v, s, "chunked"),
+        "sdpa": lambda q, k, v, s: sa.softmax_attention(q, k, v, s, "sdpa"),
+        "sdpa 1 head": lambda q, k, v, s: sa.sdpa_attention(q, k, v, s, heads=1),
+    }
+    if args.threads == 1:
+        del backends["sdpa 1 head"]  # the same as sdpa with one thread
+    gpu = args.device == "cuda"
+    clock = time.perf_counter if gpu else time.process_time
+    sizes = [s for s in KERNEL_SIZES if args.only is None or s[0] in args.only.split(",")]
+    print(f"# softmax(s q k^T) v alone, fp32, {'wall time' if gpu else f'process CPU time, {args.threads} torch thread(s)'}"
+          f", median of {args.reps}; ms forward (no_grad) / forward+backward, GFLOP/s of the forward in brackets")
+    print(f"# machine: {describe_machine(args.device, packages=('torch',))}")
+    print(f"# auto on the CPU: explicit up to {sa.CPU_EXPLICIT_MAX_LOGITS} logits an image, sdpa above; chunks of "
+          f"{chunked_attention.DEFAULT_CHUNK_ELEMENTS} logits")
+    print("| shape | B x N x N' x (d+c) | GFLOPs | logits MB | auto | " + " | ".join(backends) + " |")
+    print("|---|---|---:|---:|---|" + "---:|" * len(backends))
+    for label, b, n, n_keys, d, c in sizes:
+        gen = torch.Generator().manual_seed(0)
+        tensors = [torch.randn(b, ch, length, generator=gen).to(args.device).transpose(1, 2)
+                   for length, ch in ((n, d), (n_keys, d), (n_keys, c))]
+        flops = 2 * b * n * n_keys * (d + c)
+        cells = []
+        for name, fn in backends.items():
+            if name == "explicit" and b * n * n_keys * 4 > args.max_logits_gb * 1e9:
+                cells.append("-")
+                continue
+            q, k, v = (t.detach() for t in tensors)
+            with torch.no_grad():
+                fwd = _median_time(lambda: fn(q, k, v, d ** -0.5), args, clock)
+            q, k, v = (t.detach().requires_grad_() for t in tensors)
+            both = _median_time(lambda: fn(q, k, v, d ** -0.5).sum().backward(), args, clock)
+            cells.append(f"{fwd * 1e3:.1f} / {both * 1e3:.1f} ({flops / fwd / 1e9:.0f})")
+        auto = sa.select_backend(tensors[0], tensors[1])
+        print(f"| {label} | {b}x{n}x{n_keys}x({d}+{c}) | {flops / 1e9:.2f} | {b * n * n_keys * 4 / 1e6:.0f} | {auto} | "
+              + " | ".join(cells) + " |", flush=True)
+
+
+def _median_time(fn, args, clock) -> float:
+    fn()
+    times = []
+    for _ in range(args.reps):
+        sync(args.device)
+        t0 = clock()
+        fn()
+        sync(args.device)
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -153,6 +231,8 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated labels to run, e.g. 'v8n P3@640'")
     p.add_argument("--no-memory", action="store_true", help="skip the memory column")
     p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (CPU time is measured)")
+    p.add_argument("--kernels", action="store_true", help="time the attention op alone on every backend")
+    p.add_argument("--max-logits-gb", type=float, default=1.0, help="--kernels: skip the explicit backend above this")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -164,6 +244,8 @@ def main() -> None:
     args.dtype = args.dtype or ("bf16" if gpu else "fp32")
     args.reps = args.reps or (20 if gpu else 3)
     args.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if args.kernels:
+        return kernels(args)
     sizes = [s for s in SIZES if args.only is None or s[0] in args.only.split(",")]
 
     clock = "wall time" if gpu else f"process CPU time, {args.threads} torch thread(s)"

@@ -2,9 +2,11 @@
 
 Ultralytics' thop-based counter hooks convolutions; yolo-nonlocal adds each block's attention products
 (``NonLocal.attention_macs`` at the block's real input size, GFLOPs = 2 x MACs). This prints the summary
-figures quoted in the README and docs/ultralytics.md, with the attention share separated.
+figures quoted in the README and docs/ultralytics.md, with the attention share separated. ``--fused`` counts
+the fused model (Conv+BN folded), as ``yolo predict`` and benchmarks/model.py's table do; the attention share
+is the same either way (BN folding touches only the convolutions).
 
-    python benchmarks/gflops.py [--imgsz 640] [--models yolov8n.yaml,yolov8n-nl.yaml,...]
+    python benchmarks/gflops.py [--imgsz 640] [--fused] [--models yolov8n.yaml,yolov8n-nl.yaml,...]
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-DEFAULT_MODELS = "yolov8n.yaml,yolov8n-nl.yaml,yolov8s.yaml,yolov8s-nl.yaml,yolo11n.yaml,yolo11n-nl.yaml,yolov8n-nl-p2.yaml"
+DEFAULT_MODELS = "yolov8n.yaml,yolov8n-nl.yaml,yolov8s.yaml,yolov8s-nl.yaml,yolo11n.yaml,yolo11n-nl.yaml,yolov8n-nl-p2.yaml,yolo12n.yaml"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--models", default=DEFAULT_MODELS)
+    p.add_argument("--fused", action="store_true", help="count the fused model (Conv+BN folded)")
     args = p.parse_args()
 
     from ultralytics.nn.tasks import DetectionModel
@@ -29,11 +32,13 @@ def main() -> None:
     from yolo_nonlocal.utils.machine import describe_machine
     from yolo_nonlocal.integrations.ultralytics.flops import attention_gflops
 
-    print(f"# machine: {describe_machine()}; imgsz {args.imgsz}, nc 80")
+    print(f"# machine: {describe_machine()}; imgsz {args.imgsz}, nc 80{', fused' if args.fused else ''}")
     print("| model | params (M) | GFLOPs | of which attention |")
     print("|---|---:|---:|---:|")
     for name in args.models.split(","):
         model = DetectionModel(name, nc=80, verbose=False)
+        if args.fused:
+            model = model.fuse(verbose=False)
         params = sum(t.numel() for t in model.parameters()) / 1e6
         total = get_flops(model, args.imgsz)
         attn = attention_gflops(model, args.imgsz)
