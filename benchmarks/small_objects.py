@@ -1,392 +1,659 @@
-"""The evidence protocol: does a Non-local block buy small-object AP, and where does it not?
+"""The evidence protocol (issue 10): does a Non-local block let a detector use long-range context, and where not?
 
-Tasks (generated offline by yolo_nonlocal.data.synthetic, deterministic by seed):
-  context   only the tiny square whose colour occurs exactly once is an object (a long-range cue)
-  neutral   tiny shapes, all labelled, no long-range cue (the control: the block should not hurt)
+Tasks (generated offline by yolo_nonlocal.data.synthetic, deterministic by seed; test split from another
+generator seed, never used to choose anything):
+  farcue        the positive control: 1024 x 64 strips, targets whose class is the colour of a cue placed
+                beyond the largest receptive-field reach of every yolov8n output cell that can detect them
+                (asserted by the generator), so the yolov8n baseline is capped at the rule-blind line
+  farcue-near   the same with the cue within every P3 cell's reach: the rule is learnable by the baseline
+  context       only the tiny square whose colour occurs exactly once is an object (256 px images)
+  neutral       tiny shapes, all labelled, no long-range cue (the block should not hurt)
 
-Protocols, each a `yolo_nonlocal.tools.compare` run (identical Ultralytics train arguments, several seeds):
-  scratch   MODEL.yaml vs MODEL-nl.yaml, both from random initialisation
-  finetune  the paper's protocol: MODEL.yaml is first trained from scratch (--pretrain-epochs, seed 0);
-            then MODEL-nl.yaml starts from those weights (pretrained=, indices remapped by the package's
-            Ultralytics integration, the blocks start as the identity, so training starts from the
-            baseline's exact function) and is fine-tuned for --finetune-epochs, against fine-tuning the
-            baseline alone from the same weights for the same epochs
-  p2        MODEL-p2.yaml (the usual small-object fix: a stride-4 head) vs MODEL-nl-p2.yaml, from scratch
+Protocols, every arm and every seed trained the same way through Ultralytics' own trainer:
+  finetune   the protocol users follow: for each seed the baseline is first trained from scratch on the task
+             (--pretrain-epochs), then every arm (the baseline included, so both train equally long) is
+             fine-tuned from that checkpoint with pretrained= for --finetune-epochs. Peers with another
+             architecture (yolo11n, yolo12n) have no such checkpoint and are left out here.
+  scratch    every arm from random initialisation for --epochs.
 
-Reported per row: mean and standard deviation over seeds of COCO AP and APs (coco_eval on the best
-checkpoint, selected on the same validation set for both models), the mean validation AP of the last 5
-epochs (free of that selection), the best checkpoint's AP and APs on a held-out test set (--n-test images
-from another generator seed, never used to choose anything: the numbers to judge by), and
-epochs-to-threshold: the first epoch whose validation AP (per-epoch coco/AP column, else Ultralytics'
-mAP50-95) reaches --threshold times the best per-epoch AP any run of that task and protocol reached
-(never reached: counted as epochs + 1 and marked). For the Non-local rows, two checks of
-whether the trained model uses its blocks at all (yolo_nonlocal.tools.block_usage): the AP of the same checkpoints
-with every block reset to the identity, and each block's residual norm(W_z y)/norm(x) on validation images
-(0 for a fresh block). The table names the machine.
+Arms (--arms): baseline (MODEL.yaml); nl (MODEL-nl.yaml as shipped); nl-g<G>[-lr<M>] (the shipped -nl YAML
+with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set, written to OUT/models/); gc and
+local (MODEL-gc.yaml / MODEL-local.yaml when a YAML of that name is installed: the GCNet block and the local
+control; skipped with a note otherwise); yolo11n, yolo12n, yolo26n (peers); any path to a model YAML.
 
-    python benchmarks/small_objects.py                                   # the full protocol (GPU advised)
-    python benchmarks/small_objects.py --tasks context --protocols scratch --seeds 2 --epochs 8 \\
-        --n-train 200 --n-val 100 --device cpu                           # a small CPU configuration
+Per run: best checkpoint (Ultralytics' best.pt, chosen on the validation split) scored on the test split with
+COCO AP (yolo_nonlocal.metrics.coco); for farcue also on the counterfactual test set (the same images with
+only the cue repainted) against the new labels (a model that uses the cue follows it) and the old ones; for
+arms with NonLocal blocks, the same test AP with every block reset to the identity (W_z's BatchNorm weight
+and bias zeroed). Per task: the reference lines of benchmarks/reference_lines.py on the test split (oracle;
+the rule-blind cap, exact; the rule-blind band with random scores; the same with the baseline's own boxes).
+Per arm: mean and std over seeds, and the paired difference arm - baseline (same task, protocol and seed)
+with a 95% t-interval.
 
-Runs are reused when the script is run again with the same settings (compare's fingerprints).
+    python benchmarks/small_objects.py --preset smoke                      # 1 epoch, a few images: the plumbing
+    python benchmarks/small_objects.py --preset quick --tasks farcue       # CPU-sized (see --plan for the runs)
+    python benchmarks/small_objects.py --preset full --device 0            # the fuller measurement (GPU advised)
+    python benchmarks/small_objects.py --preset quick --plan               # list the runs and what is finished
+
+Every run lives in OUT/runs/<task>/<arm>-s<seed>-<fingerprint> (the fingerprint hashes the model file,
+the dataset, every train argument, the seed, the pretrained checkpoint and the Ultralytics version): a
+finished run is reused, an interrupted one resumed from last.pt, a changed setting gets a new folder. The
+results go to OUT/small_objects.md and OUT/small_objects.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # reference_lines.py next to this file
 
-TASKS = {"context": ("context", "singleton"), "neutral": ("neutral", None)}
-PROTOCOLS = ("scratch", "finetune", "p2")
-TEST_SEED_OFFSET = 1000  # the held-out test set's generator seed is --data-seed + this
-LAST = 5  # the 'AP last epochs' column: mean validation AP of the last LAST epochs (no best-epoch selection)
+TASKS: dict[str, dict[str, Any]] = {
+    "farcue": {"kind": "farcue", "rule": "far"},
+    "farcue-near": {"kind": "farcue", "rule": "near"},
+    "context": {"kind": "context", "rule": "singleton"},
+    "neutral": {"kind": "neutral", "rule": None},
+    "context-count": {"kind": "context", "rule": "count"},
+}
+PROTOCOLS = ("finetune", "scratch")
+PEERS = ("yolo11n", "yolo12n", "yolo26n")
+TEST_SEED_OFFSET = 1000  # the test split's generator seed is --data-seed + this
+PRESETS: dict[str, dict[str, Any]] = {
+    # the plumbing only: every stage runs once on a handful of images
+    "smoke": {"tasks": "farcue,neutral", "protocols": "finetune,scratch", "arms": "baseline,nl-g1", "seeds": 1,
+              "epochs": 1, "pretrain_epochs": 1, "finetune_epochs": 1, "n_train": 16, "n_val": 8, "n_test": 16,
+              "draws": 2},
+    # CPU-sized: about 5 minutes per arm-seed on a 2-core CPU at 1024 x 64 (see the report for measured times)
+    "quick": {"tasks": "farcue,farcue-near,neutral", "protocols": "finetune", "arms": "baseline,nl,nl-g1",
+              "seeds": 3, "epochs": 25, "pretrain_epochs": 15, "finetune_epochs": 10, "n_train": 160, "n_val": 80,
+              "n_test": 160, "draws": 10},
+    # the fuller measurement (GPU advised)
+    "full": {"tasks": "farcue,farcue-near,context,neutral", "protocols": "finetune,scratch",
+             "arms": "baseline,nl,nl-g1,nl-g1-lr5,gc,local,yolo11n,yolo12n", "seeds": 5, "epochs": 60,
+             "pretrain_epochs": 40, "finetune_epochs": 30, "n_train": 800, "n_val": 300, "n_test": 500, "draws": 20},
+}  # fmt: skip
+# Student's t quantiles t_{0.975, df} for df = 1..30 (95% two-sided intervals); larger df use the normal
+# approximation with Cornish-Fisher terms, which is within 1e-3 there.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+RUN_VERSION = 1
 
 
 def _log(msg: str) -> None:
     print(f"[small_objects] {msg}", file=sys.stderr, flush=True)
 
 
-def _per_epoch_ap(results_csv: str | Path) -> list[float]:
-    """Validation AP per epoch from an Ultralytics results.csv (coco/AP when present)."""
-    path = Path(results_csv)
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
-    if not rows:
-        return []
-    key = "coco/AP" if "coco/AP" in rows[0] else "metrics/mAP50-95(B)"
-    out = []
-    for r in rows:
-        try:
-            v = float(r[key])
-        except (TypeError, ValueError, KeyError):
-            v = float("nan")
-        out.append(v if v >= 0 else float("nan"))
-    return out
+# ------------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------------
 
 
-def _epochs_to(curve: list[float], target: float) -> int | None:
-    for i, v in enumerate(curve, 1):
-        if v == v and v >= target:
-            return i
-    return None
+def t975(df: int) -> float:
+    """Student's t 0.975 quantile with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"df={df} must be >= 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def _fmt(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 1) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a"
-    return f"{scale * mean:.{digits}f} ± {scale * (std or 0.0):.{digits}f}"
+def paired_difference(arm: list[float | None], base: list[float | None]) -> dict[str, Any]:
+    """Mean of the per-seed differences arm - base, their std, n and the 95% t-interval (None when n < 2)."""
+    d = [a - b for a, b in zip(arm, base) if a is not None and b is not None]
+    if not d:
+        return {"mean": None, "std": None, "n": 0, "ci": None}
+    mean = statistics.fmean(d)
+    if len(d) < 2:
+        return {"mean": mean, "std": None, "n": 1, "ci": None}
+    sd = statistics.stdev(d)
+    half = t975(len(d) - 1) * sd / math.sqrt(len(d))
+    return {"mean": mean, "std": sd, "n": len(d), "ci": [mean - half, mean + half]}
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and v == v]
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
     if not vals:
         return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
-def _pretrain(model: str, data: Path, args: argparse.Namespace, common: dict, out: Path) -> Path:
-    """Train the baseline once from scratch (seed 0) for the finetune protocol; reuse a finished run."""
+# ------------------------------------------------------------------------------------------------------
+# arms
+# ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Arm:
+    name: str
+    spec: str | None  # a model YAML Ultralytics can build, or None when not available
+    peer: bool = False  # another architecture: no fine-tune from the baseline's checkpoint
+    note: str = ""
+
+
+_NL_ARM = re.compile(r"^nl(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-lr(?P<lr>\d+(?:\.\d+)?))?$")
+
+
+def _loadable(spec: str) -> bool:
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(spec)
+        return True
+    except (FileNotFoundError, OSError):
+        return False
+
+
+def nl_variant_yaml(base_spec: str, out_dir: Path, init_gamma: float | None, lr_mult: float | None) -> Path:
+    """Write ``base_spec`` (a shipped -nl YAML, e.g. yolov8n-nl.yaml) with the model-YAML keys
+    ``nonlocal_init_gamma`` / ``nonlocal_lr_mult`` set, as ``out_dir/<stem>-g<G>-lr<M>.yaml`` (the scale letter
+    stays in the name, so Ultralytics picks the same scale); returns the path."""
+    import yaml
+    from ultralytics.nn.tasks import yaml_model_load
+
+    d = dict(yaml_model_load(base_spec))
+    scale = d.pop("scale", None)
+    d.pop("yaml_file", None)
+    if scale and "scales" in d:
+        d["scales"] = {scale: d["scales"][scale]}  # one scale: the file's name no longer has to say it
+    suffix = ""
+    if init_gamma is not None:
+        d["nonlocal_init_gamma"] = float(init_gamma)
+        suffix += f"-g{init_gamma:g}"
+    if lr_mult is not None:
+        d["nonlocal_lr_mult"] = float(lr_mult)
+        suffix += f"-lr{lr_mult:g}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{Path(base_spec).stem}{suffix}.yaml"
+    text = f"# generated by benchmarks/small_objects.py from {base_spec}\n" + yaml.safe_dump(d, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def resolve_arm(name: str, model: str, out: Path) -> Arm:
+    """The arm called ``name`` for the baseline family ``model`` (e.g. yolov8n); see the module docstring."""
+    if name == "baseline":
+        return Arm(name, f"{model}.yaml")
+    m = _NL_ARM.match(name)
+    if m:
+        base = f"{model}-nl.yaml"
+        if m.group("g") is None and m.group("lr") is None:
+            return Arm(name, base)
+        g = float(m.group("g")) if m.group("g") else None
+        lr = float(m.group("lr")) if m.group("lr") else None
+        return Arm(name, str(nl_variant_yaml(base, out / "models", g, lr)))
+    if name in ("gc", "local"):
+        for spec in (f"{model}-{name}.yaml", f"{model}-nl-{name}.yaml"):
+            if _loadable(spec):
+                return Arm(name, spec)
+        return Arm(name, None, note=f"no {model}-{name}.yaml is installed yet: arm skipped")
+    if name in PEERS:
+        return Arm(name, f"{name}.yaml", peer=True)
+    if name.endswith((".yaml", ".yml")):
+        if not Path(name).is_file() and not _loadable(name):
+            raise FileNotFoundError(f"--arms {name}: no such model YAML")
+        return Arm(Path(name).stem, str(Path(name).resolve()) if Path(name).is_file() else name)
+    raise ValueError(f"unknown arm {name!r}; use baseline, nl, nl-g<G>[-lr<M>], gc, local, {', '.join(PEERS)} or a .yaml")
+
+
+# ------------------------------------------------------------------------------------------------------
+# runs
+# ------------------------------------------------------------------------------------------------------
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def fingerprint(spec: str, data: Path, kwargs: dict, seed: int) -> str:
+    import ultralytics
+
+    content: dict[str, Any] = {"v": RUN_VERSION, "ultralytics": ultralytics.__version__, "seed": int(seed),
+                               "spec": spec if not Path(spec).is_file() else _sha1(Path(spec)),
+                               "data": _sha1(data), "kwargs": {k: kwargs[k] for k in sorted(kwargs)}}  # fmt: skip
+    if kwargs.get("pretrained"):
+        content["kwargs"] = {**content["kwargs"], "pretrained": _sha1(Path(kwargs["pretrained"]))}
+    return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_dir_for(out: Path, task: str, label: str, spec: str, data: Path, kwargs: dict, seed: int) -> Path:
+    return out / "runs" / task / f"{label}-s{seed}-{fingerprint(spec, data, kwargs, seed)}"
+
+
+def train(spec: str, data: Path, kwargs: dict, seed: int, run_dir: Path) -> dict:
+    """Train (or reuse, or resume) one run; returns its record (weights, results.csv, train seconds)."""
     from ultralytics import YOLO
 
-    run = out / f"{Path(model).stem}-e{args.pretrain_epochs}-{args.imgsz}"
-    best = run / "weights" / "best.pt"
-    done = run / "done.json"
-    if best.is_file() and done.is_file() and json.loads(done.read_text()).get("data") == str(data):
-        _log(f"pretrained baseline: reusing {best}")
-        return best
-    _log(f"pretraining {model} from scratch for {args.pretrain_epochs} epochs -> {run}")
-    YOLO(model).train(
-        data=str(data), epochs=args.pretrain_epochs, seed=0, project=str(run.parent), name=run.name, exist_ok=True,
-        **common,
-    )  # fmt: skip
-    done.write_text(json.dumps({"data": str(data)}))
-    return best
+    record_path = run_dir / "run.json"
+    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    if record and record.get("complete") and best.is_file():
+        _log(f"reusing {run_dir.name}")
+        return record
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    args = {**kwargs, "data": str(data), "seed": int(seed), "project": str(run_dir.parent), "name": run_dir.name,
+            "exist_ok": True}  # fmt: skip
+    resumed = False
+    if record is not None and record.get("started") and last.is_file():
+        _log(f"resuming {run_dir.name} from last.pt")
+        try:
+            YOLO(str(last)).train(resume=True)
+            resumed = True
+        except Exception as e:  # e.g. it had finished; train again
+            _log(f"cannot resume {run_dir.name} ({type(e).__name__}: {e}); training again")
+    if not resumed:
+        _log(f"training {spec} seed {seed} -> {run_dir}")
+        record_path.write_text(json.dumps({"started": True, "complete": False}))
+        YOLO(spec).train(**args)
+    if not best.is_file():
+        raise RuntimeError(f"training finished without {best}")
+    record = {"complete": True, "spec": spec, "seed": seed, "weights": str(best), "results_csv": str(run_dir / "results.csv"),
+              "train_seconds": round(time.time() - t0, 1), "epochs": kwargs.get("epochs"),
+              "pretrained": kwargs.get("pretrained")}  # fmt: skip
+    record_path.write_text(json.dumps(record, indent=2))
+    return record
 
 
-def _score(weights: Path, data: Path, run_dir: Path, name: str, common: dict, blocks_off: bool = False) -> dict:
-    """COCO metrics of a checkpoint on the 'val' split of ``data`` (optionally with every NonLocal block reset
-    to the identity, the ablation), cached in run_dir/name.json while the weights and data are the same."""
-    from ultralytics import YOLO
+def best_val(results_csv: str | Path) -> dict[str, float | None]:
+    """The validation mAP50-95 / mAP50 of the epoch Ultralytics kept as best.pt (highest fitness)."""
+    path = Path(results_csv)
+    if not path.is_file():
+        return {"val_mAP": None, "val_mAP50": None, "best_epoch": None}
+    with open(path) as f:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
 
-    from yolo_nonlocal.tools import compare as cmp
-    from yolo_nonlocal.tools.block_usage import disable_nonlocal_
+    def num(r, k):
+        try:
+            v = float(r.get(k, "nan"))
+        except ValueError:
+            return float("nan")
+        return v
 
-    cache = run_dir / f"{name}.json"
-    stamp = {"weights_sha1": cmp._sha1_file(weights), "data": str(data), "blocks_off": blocks_off}
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("stamp") == stamp:
-            return cached["metrics"]
-    model = YOLO(str(weights))
-    if blocks_off:
-        disable_nonlocal_(model)
-    val_args = {k: common[k] for k in ("imgsz", "batch", "device", "workers") if k in common}
-    model.val(
-        data=str(data), split="val", save_json=True, plots=False, verbose=False, project=str(run_dir), name=name,
-        exist_ok=True, **val_args,
-    )  # fmt: skip
-    metrics = cmp._coco_metrics(str(data), run_dir / name / "predictions.json", "val")
-    cache.write_text(json.dumps({"stamp": stamp, "metrics": metrics}, indent=2))
-    return metrics
+    best = max(rows, key=lambda r: 0.9 * num(r, "metrics/mAP50-95(B)") + 0.1 * num(r, "metrics/mAP50(B)"), default=None)
+    if best is None:
+        return {"val_mAP": None, "val_mAP50": None, "best_epoch": None}
+    return {"val_mAP": num(best, "metrics/mAP50-95(B)"), "val_mAP50": num(best, "metrics/mAP50(B)"),
+            "best_epoch": int(float(best.get("epoch", 0)))}  # fmt: skip
 
 
-def _block_evidence(run: dict, images: Path, common: dict) -> dict:
-    """Is a trained Non-local model using its blocks? Their residual norm(W_z y)/norm(x) on up to 100 images,
-    with the median of the same measure for the model's own shortcut bottlenecks, for scale."""
-    from yolo_nonlocal.tools import compare as cmp
-    from yolo_nonlocal.tools.block_usage import block_usage
+def _ablations() -> dict[str, Any]:
+    """Test-time ablations of the NonLocal blocks that this checkout's yolo_nonlocal.tools.block_usage offers."""
+    from yolo_nonlocal.tools import block_usage as bu
 
-    run_dir, weights = Path(run["run_dir"]), Path(run["weights"])
-    cache = run_dir / "block_usage.json"
-    stamp = {"weights_sha1": cmp._sha1_file(weights), "images": str(images)}
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("stamp") == stamp:
-            return cached
-    usage, shortcuts = block_usage(str(weights), images, imgsz=int(common["imgsz"]), max_images=100, shortcuts=True)
-    out = {
-        "stamp": stamp,
-        "residual": {str(u.layer): u.residual for u in usage},
-        "gamma": {str(u.layer): u.gamma for u in usage},
-        "shortcut_residual_median": statistics.median(shortcuts.values()) if shortcuts else None,
-    }
-    cache.write_text(json.dumps(out, indent=2))
+    out: dict[str, Any] = {}
+    reset = getattr(bu, "reset_nonlocal_to_identity_", None) or getattr(bu, "disable_nonlocal_", None)
+    if reset is not None:
+        out["blocks_reset"] = ("fn", reset)
+    if getattr(bu, "zero_nonlocal_gamma_", None) is not None:
+        out["gamma_zero"] = ("fn", bu.zero_nonlocal_gamma_)
+    if getattr(bu, "replace_y_by_spatial_mean", None) is not None:
+        out["y_mean"] = ("ctx", bu.replace_y_by_spatial_mean)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="context,neutral", help="comma list of: " + ", ".join(TASKS))
-    p.add_argument("--protocols", default="scratch,finetune,p2", help="comma list of: " + ", ".join(PROTOCOLS))
-    p.add_argument("--model", default="yolov8n", help="baseline family: MODEL.yaml, MODEL-nl.yaml, MODEL-p2.yaml, MODEL-nl-p2.yaml")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=60, help="epochs of the scratch and p2 protocols")
-    p.add_argument("--pretrain-epochs", type=int, default=60, help="finetune protocol: baseline pretraining")
-    p.add_argument("--finetune-epochs", type=int, default=20, help="finetune protocol: epochs after inserting the blocks")
-    p.add_argument("--n-train", type=int, default=800)
-    p.add_argument("--n-val", type=int, default=300)
-    p.add_argument("--n-test", type=int, default=500, help="held-out test images (another generator seed); 0: none")
-    p.add_argument("--imgsz", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default=None, help="Ultralytics device (cpu, 0, ...); default: Ultralytics' choice")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threshold", type=float, default=0.5, help="epochs-to-threshold: fraction of the best AP")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated datasets")
-    p.add_argument("--out", default="benchmarks/runs/small_objects", help="output folder (runs are reused)")
-    p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE", help="extra Ultralytics train argument (repeatable)")
-    args = p.parse_args(argv)
+def has_blocks(weights: str | Path) -> bool:
+    from ultralytics import YOLO
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    protocols = [t.strip() for t in args.protocols.split(",") if t.strip()]
-    bad = [t for t in tasks if t not in TASKS] + [q for q in protocols if q not in PROTOCOLS]
-    if bad:
-        p.error(f"unknown task/protocol {bad}; tasks: {', '.join(TASKS)}; protocols: {', '.join(PROTOCOLS)}")
-    if args.n_test < 0:
-        p.error("--n-test must be >= 0")
-    if args.seeds < 1 or args.epochs < 1 or args.pretrain_epochs < 1 or args.finetune_epochs < 1:
-        p.error("--seeds and every --*epochs must be >= 1")
+    from yolo_nonlocal.nonlocal_block import NonLocal
 
-    from yolo_nonlocal.tools import compare as cmp
-    from yolo_nonlocal.data.synthetic import SyntheticConfig, load_data_yaml, make_dataset
+    return any(isinstance(m, NonLocal) for m in YOLO(str(weights)).model.modules())
+
+
+def predict_split(weights: str | Path, data: Path, run_dir: Path, name: str, val_args: dict, ablation: str | None = None) -> Path:
+    """Ultralytics val of ``weights`` on ``data``'s val split with save_json=True (optionally ablated); the
+    predictions.json path, cached while the weights and the data are the same."""
+    import contextlib
+
+    from ultralytics import YOLO
+
+    folder = run_dir / f"pred-{name}"
+    stamp = {"weights": _sha1(Path(weights)), "data": _sha1(data), "ablation": ablation, "val_args": val_args}
+    preds = folder / "predictions.json"
+    stamp_path = folder / "stamp.json"
+    if preds.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+        return preds
+    model = YOLO(str(weights))
+    ctx: Any = contextlib.nullcontext()
+    if ablation is not None:
+        how, fn = _ablations()[ablation]
+        if how == "fn":
+            fn(model.model)
+        else:
+            ctx = fn(model.model)
+    with ctx:
+        model.val(data=str(data), split="val", save_json=True, plots=False, verbose=False, project=str(run_dir),
+                  name=f"pred-{name}", exist_ok=True, **val_args)  # fmt: skip
+    if not preds.is_file():
+        raise RuntimeError(f"validation of {weights} on {data} wrote no {preds}")
+    stamp_path.write_text(json.dumps(stamp))
+    return preds
+
+
+def coco(data: Path, predictions: Path) -> dict[str, float | None]:
+    from yolo_nonlocal.metrics.coco import evaluate
+
+    res = evaluate(str(data), str(predictions), split="val", category_ids=1)  # Ultralytics writes class + 1
+    return {k: (None if res.get(k) is None or res[k] < 0 else float(res[k])) for k in ("AP", "AP50", "APs")}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the protocol
+# ------------------------------------------------------------------------------------------------------
+
+
+def datasets(task: str, args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """train/val, test (another generator seed) and, for farcue, the counterfactual test set."""
+    from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
+
+    spec = TASKS[task]
+    base = {"kind": spec["kind"], "rule": spec["rule"]}
+    tag = f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
+    ds = {"trainval": make_dataset(out / "data" / tag, SyntheticConfig(**base, n_train=args.n_train, n_val=args.n_val,
+                                                                       seed=args.data_seed), progress=False)}  # fmt: skip
+    test_seed = args.data_seed + TEST_SEED_OFFSET
+    test_cfg = {**base, "n_train": 1, "n_val": args.n_test, "seed": test_seed}
+    ds["test"] = make_dataset(out / "data" / f"{task}-test-{args.n_test}-s{test_seed}", SyntheticConfig(**test_cfg), progress=False)
+    if spec["kind"] == "farcue":
+        ds["test_cf"] = make_dataset(out / "data" / f"{task}-test-cf-{args.n_test}-s{test_seed}",
+                                     SyntheticConfig(**test_cfg, counterfactual=True), progress=False)  # fmt: skip
+    return ds
+
+
+def _train_kwargs(task: str, data: Path, args: argparse.Namespace) -> dict:
+    from yolo_nonlocal.data.synthetic import load_data_yaml
+
+    kw = dict(load_data_yaml(data).get("train_args") or {})  # the task's augmentations off, rect/imgsz for farcue
+    kw.setdefault("imgsz", 256)
+    kw.update({"batch": args.batch, "workers": args.workers, "plots": False, "deterministic": True, "val": True})
+    if args.device is not None:
+        kw["device"] = args.device
+    for item in args.train_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--train-arg {item!r} is not KEY=VALUE")
+        from ultralytics.cfg import smart_value
+
+        kw[key] = smart_value(value)
+    return kw
+
+
+def plan(tasks: list[str], protocols: list[str], arms: list[Arm], seeds: list[int], args: argparse.Namespace) -> list[dict]:
+    """Every training run in order (pretraining first); ``pretrain_of`` links a fine-tune to its pretraining."""
+    runs = []
+    for task in tasks:
+        for seed in seeds:
+            if "finetune" in protocols:
+                runs.append({"task": task, "protocol": "pretrain", "arm": "baseline", "seed": seed, "epochs": args.pretrain_epochs})
+                for arm in arms:
+                    if arm.spec and not arm.peer:
+                        runs.append({"task": task, "protocol": "finetune", "arm": arm.name, "seed": seed,
+                                     "epochs": args.finetune_epochs})  # fmt: skip
+            if "scratch" in protocols:
+                for arm in arms:
+                    if arm.spec:
+                        runs.append({"task": task, "protocol": "scratch", "arm": arm.name, "seed": seed, "epochs": args.epochs})
+    return runs
+
+
+def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, is_farcue: bool) -> dict:
+    """Test AP (and counterfactual, ablations) of one finished run, cached with its predictions."""
+    scores: dict[str, Any] = dict(best_val(record["results_csv"]))
+    w = record["weights"]
+    test_preds = predict_split(w, ds["test"], run_dir, "test", val_args)
+    scores["test"] = coco(ds["test"], test_preds)
+    scores["test_predictions"] = str(test_preds)
+    if is_farcue:
+        cf = predict_split(w, ds["test_cf"], run_dir, "test_cf", val_args)
+        scores["cf_new"] = coco(ds["test_cf"], cf)  # labels follow the repainted cue
+        scores["cf_old"] = coco(ds["test"], cf)  # the same predictions against the original labels
+    if has_blocks(w):
+        for name in _ablations():
+            scores[name] = coco(ds["test"], predict_split(w, ds["test"], run_dir, f"test_{name}", val_args, ablation=name))
+    return scores
+
+
+def execute(args: argparse.Namespace) -> dict:
+    from reference_lines import reference_lines
+
+    from yolo_nonlocal.utils.machine import describe_machine, machine_info
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    common = {"imgsz": args.imgsz, "batch": args.batch, "workers": args.workers, "plots": False}
-    if args.device is not None:
-        common["device"] = args.device
-    extra_kv, _ = cmp._parse(args.train_arg)
-    common.update(extra_kv)
-    m = args.model
+    tasks = _split(args.tasks, TASKS, "task")
+    protocols = _split(args.protocols, PROTOCOLS, "protocol")
+    arm_names = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "baseline" not in arm_names:
+        arm_names.insert(0, "baseline")  # the pairs and the fine-tune start need it
+    arms = [resolve_arm(a, args.model, out) for a in arm_names]
+    seeds = list(range(args.seed0, args.seed0 + args.seeds))
+    runs = plan(tasks, protocols, arms, seeds, args)
     t_start = time.time()
-    rows: list[dict] = []
+    records: list[dict] = []
+    references: dict[str, dict] = {}
     for task in tasks:
-        kind, rule = TASKS[task]
-        cfg = SyntheticConfig(kind=kind, rule=rule, n_train=args.n_train, n_val=args.n_val, imgsz=256, seed=args.data_seed)
-        ds_dir = out / "data" / f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
-        data = make_dataset(ds_dir, cfg, progress=False)
-        test_data = None
-        if args.n_test:  # a held-out set from another generator seed: no checkpoint is chosen on it
-            test_cfg = SyntheticConfig(
-                kind=kind, rule=rule, n_train=1, n_val=args.n_test, imgsz=256, seed=args.data_seed + TEST_SEED_OFFSET
-            )
-            test_dir = out / "data" / f"{task}-test-{args.n_test}-s{args.data_seed + TEST_SEED_OFFSET}"
-            test_data = make_dataset(test_dir, test_cfg, progress=False)
-        for protocol in protocols:
-            pairs = {
-                "scratch": (f"{m}.yaml", f"{m}-nl.yaml", args.epochs, None),
-                "p2": (f"{m}-p2.yaml", f"{m}-nl-p2.yaml", args.epochs, None),
-                "finetune": (f"{m}.yaml", f"{m}-nl.yaml", args.finetune_epochs, "pretrain"),
-            }
-            base, model, epochs, pre = pairs[protocol]
-            kv = {**common, "epochs": epochs}
-            if pre:
-                pre_common = {**load_data_yaml(data).get("train_args", {}), **common}
-                kv["pretrained"] = str(_pretrain(base, data, args, pre_common, out / "pretrain" / task))
-            project = out / task / protocol
-            _log(f"{task} / {protocol}: {base} vs {model}, {args.seeds} seeds, {epochs} epochs -> {project}")
-            settings = cmp.settings_from_args(
-                {**kv, "model": model, "baseline": base, "data": str(data), "seeds": args.seeds, "project": str(project)}
-            )
-            result = cmp.compare(settings)
-            curves = {
-                e["model"]: [_per_epoch_ap(r["results_csv"]) for r in e["runs"]] for e in result["models"]
-            }
-            best = max((v for cs in curves.values() for c in cs for v in c if v == v), default=float("nan"))
-            target = args.threshold * best if best == best and best > 0 else float("nan")
-            for e in result["models"]:
-                evidence, off, test = [], [], []
-                score_data = test_data or data  # the ablation is scored where the models are judged
-                if test_data is not None:
-                    _log(f"{task} / {protocol}: {e['model']} on the held-out test set ({args.n_test} images)")
-                    test = [_score(Path(r["weights"]), test_data, Path(r["run_dir"]), "coco_test", common) for r in e["runs"]]
-                if e["role"] == "model":
-                    _log(f"{task} / {protocol}: block residuals and AP with the blocks off for {e['model']}")
-                    evidence = [_block_evidence(r, ds_dir / "images" / "val", common) for r in e["runs"]]
-                    name = "coco_test_blocks_off" if test_data is not None else "coco_val_blocks_off"
-                    off = [
-                        _score(Path(r["weights"]), score_data, Path(r["run_dir"]), name, common, blocks_off=True)
-                        for r in e["runs"]
-                    ]
-                off_ap = _mean_std([v["AP"] for v in off])
-                off_aps = _mean_std([v["APs"] for v in off])
-                test_ap = _mean_std([v["AP"] for v in test])
-                test_aps = _mean_std([v["APs"] for v in test])
-                layers = sorted({k for v in evidence for k in v["residual"]}, key=int)
-                residual = {k: statistics.fmean(v["residual"][k] for v in evidence) for k in layers}
-                shortcut = [v["shortcut_residual_median"] for v in evidence if v.get("shortcut_residual_median") is not None]
-                reached = [_epochs_to(c, target) if target == target else None for c in curves[e["model"]]]
-                ett = [r if r is not None else epochs + 1 for r in reached]
-                ett_mean, ett_std = _mean_std([float(v) for v in ett]) if target == target else (None, None)
-                tail = [statistics.fmean(c[-LAST:]) for c in curves[e["model"]] if c and all(v == v for v in c[-LAST:])]
-                tail_mean, tail_std = _mean_std(tail)
-                rows.append(
-                    {
-                        "task": task,
-                        "protocol": protocol,
-                        "model": e["model"],
-                        "role": e["role"],
-                        "seeds": len(e["seeds"]),
-                        "epochs": epochs,
-                        "AP": e["AP"],
-                        "AP_std": e["AP_std"],
-                        "APs": e["APs"],
-                        "APs_std": e["APs_std"],
-                        "AP50": e["AP50"],
-                        "AP_last": tail_mean,
-                        "AP_last_std": tail_std,
-                        "AP50_std": e["AP50_std"],
-                        "epochs_to_threshold": ett_mean,
-                        "epochs_to_threshold_std": ett_std,
-                        "threshold_never_reached": sum(r is None for r in reached),
-                        "threshold_AP": target if target == target else None,
-                        "AP_test": test_ap[0],
-                        "AP_test_std": test_ap[1],
-                        "APs_test": test_aps[0],
-                        "APs_test_std": test_aps[1],
-                        "AP_blocks_off": off_ap[0],
-                        "AP_blocks_off_std": off_ap[1],
-                        "APs_blocks_off": off_aps[0],
-                        "APs_blocks_off_std": off_aps[1],
-                        "block_residual": residual,
-                        "shortcut_residual_median": statistics.fmean(shortcut) if shortcut else None,
-                        "params": e["params"],
-                        "gflops": e["gflops"],
-                        "latency_ms": e["latency_ms"],
-                        "train_seconds": e["train_seconds"],
-                    }
-                )
-    machine = cmp.machine_info(args.device)
-    elapsed = (time.time() - t_start) / 60
-    table = _table(rows, args, machine, elapsed)
-    print(table)
-    (out / "small_objects.md").write_text(table + "\n")
-    (out / "small_objects.json").write_text(
-        json.dumps({"args": vars(args), "machine": machine, "minutes": elapsed, "rows": rows}, indent=2, default=str)
-    )
-    print(f"\nwrote {out / 'small_objects.md'} and {out / 'small_objects.json'}")
-    return 0
-
-
-def _table(rows: list[dict], args: argparse.Namespace, machine: dict, minutes: float) -> str:
-    test = bool(getattr(args, "n_test", 0))
-    head = ["task", "protocol", "model", "seeds", "epochs", "val AP (%)", "val APs (%)", f"val AP, last {LAST} epochs (%)"]
-    head += ["test AP (%)", "test APs (%)"] if test else []
-    head += ["AP blocks off (%)", "block residual (%)", "epochs to threshold", "params (M)", "GFLOPs", "latency ms"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ett = "n/a" if r["epochs_to_threshold"] is None else f"{r['epochs_to_threshold']:.1f} ± {r['epochs_to_threshold_std']:.1f}"
-        if r["threshold_never_reached"]:
-            ett += f" ({r['threshold_never_reached']} never)"
-        off = _fmt(r.get("AP_blocks_off"), r.get("AP_blocks_off_std")) if r.get("AP_blocks_off") is not None else "-"
-        res = ", ".join(f"L{k} {100 * v:.1f}" for k, v in (r.get("block_residual") or {}).items()) or "-"
-        cells = [r["task"], r["protocol"], r["model"], str(r["seeds"]), str(r["epochs"]), _fmt(r["AP"], r["AP_std"]),
-                 _fmt(r["APs"], r["APs_std"]), _fmt(r.get("AP_last"), r.get("AP_last_std"))]  # fmt: skip
-        if test:
-            cells += [_fmt(r.get("AP_test"), r.get("AP_test_std")), _fmt(r.get("APs_test"), r.get("APs_test_std"))]
-        cells += [off, res, ett, f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.2f}", f"{r['latency_ms']:.1f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Differences (model - baseline, AP points; 'within noise' when |d| <= 2 x the larger seed std):"]
-    by_key: dict[tuple, dict] = {}
-    for r in rows:
-        by_key.setdefault((r["task"], r["protocol"]), {})[r["role"]] = r
-    for (task, protocol), pair in by_key.items():
-        b, mdl = pair.get("baseline"), pair.get("model")
-        if not b or not mdl:
-            continue
-        parts = []
-        for k in ("AP", "APs", "AP_last", "AP_test", "APs_test"):
-            if b.get(k) is None or mdl.get(k) is None:
+        ds = datasets(task, args, out)
+        kw = _train_kwargs(task, ds["trainval"], args)
+        val_args = {k: kw[k] for k in ("imgsz", "batch", "device", "rect") if k in kw}
+        val_args.setdefault("rect", True)
+        is_farcue = TASKS[task]["kind"] == "farcue"
+        pretrained: dict[int, str] = {}
+        for r in [r for r in runs if r["task"] == task]:
+            arm = next((a for a in arms if a.name == r["arm"]), None) if r["protocol"] != "pretrain" else arms[0]
+            run_kw = {**kw, "epochs": r["epochs"]}
+            if r["protocol"] == "finetune":
+                run_kw["pretrained"] = pretrained[r["seed"]]
+            label = "pretrain-baseline" if r["protocol"] == "pretrain" else arm.name
+            if r["protocol"] == "scratch" and arm.name == "baseline":
+                label = "pretrain-baseline"  # the same run as a pretraining of the same length: shared
+            run_dir = run_dir_for(out, task, label, arm.spec, ds["trainval"], run_kw, r["seed"])
+            rec = train(arm.spec, ds["trainval"], run_kw, r["seed"], run_dir)
+            if r["protocol"] == "pretrain":
+                pretrained[r["seed"]] = rec["weights"]
                 continue
-            d = mdl[k] - b[k]
-            noise = 2 * max(b[f"{k}_std"] or 0.0, mdl[f"{k}_std"] or 0.0)
-            verdict = "within noise" if abs(d) <= noise or b["seeds"] < 2 else ("better" if d > 0 else "worse")
-            label = {"AP": "val AP", "APs": "val APs", "AP_last": f"val AP last {LAST} epochs", "AP_test": "test AP",
-                     "APs_test": "test APs"}[k]  # fmt: skip
-            parts.append(f"{label} {100 * d:+.1f} ({verdict})")
-        judged = "AP_test" if mdl.get("AP_test") is not None else "AP"
-        if mdl.get("AP_blocks_off") is not None and mdl.get(judged) is not None:
-            parts.append(
-                f"{mdl['model']} with its blocks reset to the identity: {'test AP' if judged == 'AP_test' else 'val AP'} "
-                f"{100 * (mdl['AP_blocks_off'] - mdl[judged]):+.1f}"
-            )
-        if mdl.get("shortcut_residual_median") is not None:
-            parts.append(f"residual of its own shortcut bottlenecks, for scale: median {100 * mdl['shortcut_residual_median']:.0f}%")
-        lines.append(f"- {task} / {protocol}: " + ", ".join(parts))
+            scores = score_run(rec, ds, run_dir, val_args, is_farcue)
+            records.append({**r, "spec": arm.spec, "run_dir": str(run_dir), "train_seconds": rec["train_seconds"],
+                            "pretrained": run_kw.get("pretrained"), **scores})  # fmt: skip
+        # reference lines on the test split; the own-boxes lines from each seed's baseline predictions
+        refs: dict[str, Any] = {"exact": reference_lines(ds["test"], draws=args.draws, cache=out / "refs" / f"{task}.json")}
+        for protocol in protocols:
+            base = [x for x in records if x["task"] == task and x["protocol"] == protocol and x["arm"] == "baseline"]
+            own = [reference_lines(ds["test"], predictions=x["test_predictions"], draws=args.draws,
+                                   cache=Path(x["run_dir"]) / "refs.json") for x in base]  # fmt: skip
+            refs[protocol] = {
+                k: {m: mean_std([o[k].get(m) for o in own]) for m in ("AP", "AP50")}
+                for k in ("blind_tied_own_boxes", "blind_random_own_boxes") if own
+            }  # fmt: skip
+        references[task] = refs
+    rows, diffs = summarise(records, tasks, protocols, arms)
+    machine = {"line": describe_machine(args.device), **machine_info(args.device)}
+    result = {"args": vars(args), "machine": machine, "minutes": (time.time() - t_start) / 60,
+              "arms": [vars(a) for a in arms], "references": references, "rows": rows, "differences": diffs,
+              "runs": records}  # fmt: skip
+    (out / "small_objects.json").write_text(json.dumps(result, indent=2, default=str))
+    text = markdown(result)
+    (out / "small_objects.md").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {out / 'small_objects.md'} and {out / 'small_objects.json'}")
+    return result
+
+
+METRICS = {"test AP": ("test", "AP"), "test AP50": ("test", "AP50"), "test APs": ("test", "APs"),
+           "cf AP (new labels)": ("cf_new", "AP"), "cf AP (old labels)": ("cf_old", "AP"),
+           "blocks reset AP": ("blocks_reset", "AP"), "gamma zeroed AP": ("gamma_zero", "AP"),
+           "y by its mean AP": ("y_mean", "AP")}  # fmt: skip
+
+
+def _metric(rec: dict, key: tuple[str, str]) -> float | None:
+    part = rec.get(key[0])
+    return part.get(key[1]) if isinstance(part, dict) else None
+
+
+def summarise(records: list[dict], tasks: list[str], protocols: list[str], arms: list[Arm]) -> tuple[list[dict], list[dict]]:
+    rows, diffs = [], []
+    for task in tasks:
+        for protocol in protocols:
+            base = {r["seed"]: r for r in records if r["task"] == task and r["protocol"] == protocol and r["arm"] == "baseline"}
+            for arm in arms:
+                rs = sorted((r for r in records if r["task"] == task and r["protocol"] == protocol and r["arm"] == arm.name),
+                            key=lambda r: r["seed"])  # fmt: skip
+                if not rs:
+                    continue
+                row: dict[str, Any] = {"task": task, "protocol": protocol, "arm": arm.name, "spec": arm.spec,
+                                       "seeds": [r["seed"] for r in rs], "epochs": rs[0]["epochs"],
+                                       "minutes_per_run": statistics.fmean(r["train_seconds"] for r in rs) / 60}  # fmt: skip
+                for label, key in METRICS.items():
+                    row[label] = mean_std([_metric(r, key) for r in rs])
+                row["val mAP (best epoch)"] = mean_std([r.get("val_mAP") for r in rs])
+                rows.append(row)
+                if arm.name == "baseline" or not base:
+                    continue
+                for label in ("test AP", "test AP50", "cf AP (new labels)"):
+                    seeds = [r["seed"] for r in rs if r["seed"] in base]
+                    d = paired_difference([_metric(r, METRICS[label]) for r in rs if r["seed"] in base],
+                                          [_metric(base[s], METRICS[label]) for s in seeds])  # fmt: skip
+                    if d["n"]:
+                        diffs.append({"task": task, "protocol": protocol, "arm": arm.name, "metric": label, "seeds": seeds, **d})
+    return rows, diffs
+
+
+def _pct(ms: Any) -> str:
+    if not ms or ms[0] is None:
+        return "-"
+    mean, std = ms
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def markdown(result: dict) -> str:
+    args = result["args"]
+    lines = [f"# Small-object evidence (benchmarks/small_objects.py, preset {args.get('preset')})", "",
+             f"Machine: {result['machine']['line']}", ""]  # fmt: skip
+    for task, refs in result["references"].items():
+        ex = refs["exact"]
+        lines += [f"## {task}", "", "Reference lines on the test split (COCO AP / AP50 in %):", "",
+                  "| reference | AP | AP50 |", "|---|---:|---:|"]  # fmt: skip
+        for name, label in (("oracle", "oracle: exact boxes, true classes"),
+                            ("blind_tied", "rule-blind cap: exact boxes, every class, equal scores (exact)"),
+                            ("blind_random", "rule-blind, exact boxes, every class, random scores (mean ± std)"),
+                            ("blind_random_class", "rule-blind, exact boxes, one random class each")):  # fmt: skip
+            v = ex.get(name, {})
+            lines.append(f"| {label} | {_pct((v.get('AP'), v.get('AP_std')))} | {_pct((v.get('AP50'), v.get('AP50_std')))} |")
+        for protocol in (p for p in PROTOCOLS if p in refs):
+            for name, label in (("blind_tied_own_boxes", "rule-blind cap with the baseline's own boxes"),
+                                ("blind_random_own_boxes", "rule-blind band with the baseline's own boxes")):  # fmt: skip
+                v = refs[protocol].get(name)
+                if v:
+                    lines.append(f"| {label} ({protocol}, mean ± std over seeds) | {_pct(v['AP'])} | {_pct(v['AP50'])} |")
+        task_rows = [r for r in result["rows"] if r["task"] == task]
+        shown = [m for m in METRICS if any(r.get(m) and r[m][0] is not None for r in task_rows)]
+        cols = ["protocol", "arm", "seeds", "epochs", *shown, "val mAP (best epoch)", "min / run"]
+        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in task_rows:
+            cells = [r["protocol"], r["arm"], str(len(r["seeds"])), str(r["epochs"])]
+            cells += [_pct(r.get(m)) for m in shown] + [_pct(r["val mAP (best epoch)"]), f"{r['minutes_per_run']:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        ds = [d for d in result["differences"] if d["task"] == task]
+        if ds:
+            lines += ["", "Paired differences, arm - baseline (same protocol and seed), points of AP:", ""]
+            for d in ds:
+                ci = f"95% CI [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]" if d["ci"] else "one seed: no interval"
+                lines.append(f"- {d['protocol']} / {d['arm']}: {d['metric']} {100 * d['mean']:+.1f} ({ci}, n={d['n']})")
+        lines.append("")
+    notes = [a for a in result["arms"] if a.get("note")]
+    lines += [f"- {a['name']}: {a['note']}" for a in notes]
     lines += [
         "",
-        f"Settings: tasks {args.tasks}; protocols {args.protocols}; n_train={args.n_train}, n_val={args.n_val}, "
-        f"imgsz={args.imgsz}, batch={args.batch}, seeds={args.seeds}"
-        + (f", epochs={args.epochs}" if {"scratch", "p2"} & set(args.protocols.split(",")) else "")
-        + (f", pretrain={args.pretrain_epochs}, finetune={args.finetune_epochs}" if "finetune" in args.protocols else "")
-        + (f", train args {' '.join(args.train_arg)} (both models)" if args.train_arg else "")
-        + f"; epochs to threshold = first epoch with AP >= {args.threshold} x the best per-epoch AP of that task and "
-        f"protocol (a run that never gets there counts as epochs + 1); val AP, val APs from the best checkpoint "
-        f"(chosen on the validation set it is scored on, for both models alike); val AP last {LAST} epochs = the mean "
-        f"per-epoch validation AP of the last {LAST} epochs, free of that selection; "
-        + (f"test AP, APs = the best checkpoint on {args.n_test} held-out images (generator seed "
-           f"{args.data_seed + TEST_SEED_OFFSET}); " if test else "")
-        + f"AP blocks off = the Non-local checkpoints scored on the {'test' if test else 'validation'} set with every "
-        f"block reset to the identity (W_z's BatchNorm zeroed); block residual = mean "
-        f"norm(W_z y)/norm(x) per NonLocal layer L on up to 100 validation images (0 for a fresh block); "
-        f"{minutes:.1f} min in all.",
-        f"Machine: {machine.get('platform')}; CPU {machine.get('cpu')} ({machine.get('cpu_count')} cores, "
-        f"{machine.get('torch_threads')} torch threads); device {machine.get('device')}"
-        f"{' ' + machine['accelerator'] if machine.get('accelerator') else ''}; torch {machine.get('torch')}; "
-        f"ultralytics {machine.get('ultralytics')}.",
+        f"Settings: seeds {args['seed0']}..{args['seed0'] + args['seeds'] - 1}; n_train={args['n_train']}, n_val={args['n_val']}, "
+        f"n_test={args['n_test']} (test generator seed {args['data_seed'] + TEST_SEED_OFFSET}); finetune = baseline "
+        f"{args['pretrain_epochs']} epochs from scratch, then {args['finetune_epochs']} epochs per arm from it; scratch = "
+        f"{args['epochs']} epochs; train args {' '.join(args['train_arg']) or 'none'} beyond the task's data.yaml "
+        "train_args. Test AP: best.pt (chosen on validation) on the held-out test split. cf = the counterfactual test "
+        "set (only the cue repainted): a model that uses the cue scores high against the new labels and low against "
+        "the old ones; one that ignores the cue scores about the same against both. Ablations of the NonLocal arms "
+        "at test time: blocks reset = W_z's BatchNorm weight and bias zeroed (the block is the identity); gamma "
+        "zeroed = its weight only (the learned constant beta stays); y by its mean = every position gets the same "
+        f"context (removes only the query dependence). {result['minutes']:.1f} min in all.",
     ]
     return "\n".join(lines)
+
+
+def _split(text: str, known, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in known]
+    if bad:
+        raise SystemExit(f"unknown {what} {bad}; known: {', '.join(known)}")
+    return items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="defaults for everything below")
+    p.add_argument("--tasks", help="comma list of: " + ", ".join(TASKS))
+    p.add_argument("--protocols", help="comma list of: " + ", ".join(PROTOCOLS))
+    p.add_argument("--arms", help="comma list: baseline, nl, nl-g<G>[-lr<M>], gc, local, yolo11n, yolo12n, a .yaml")
+    p.add_argument("--model", default="yolov8n", help="baseline family: MODEL.yaml and MODEL-nl.yaml")
+    p.add_argument("--seeds", type=int, help="number of seeds (>= 3 for an interval worth reading)")
+    p.add_argument("--seed0", type=int, default=0, help="first seed")
+    p.add_argument("--epochs", type=int, help="scratch protocol epochs")
+    p.add_argument("--pretrain-epochs", type=int, help="finetune protocol: the baseline's training from scratch")
+    p.add_argument("--finetune-epochs", type=int, help="finetune protocol: epochs of every arm from it")
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-val", type=int)
+    p.add_argument("--n-test", type=int)
+    p.add_argument("--draws", type=int, help="random-score draws of the rule-blind band")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="Ultralytics device (cpu, 0, ...)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data-seed", type=int, default=0, help="generator seed of train/val (test: + 1000)")
+    p.add_argument("--out", help="output folder (default benchmarks/runs/small_objects-<preset>)")
+    p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE", help="extra Ultralytics train argument")
+    p.add_argument("--plan", action="store_true", help="print the runs (and which are finished) and stop")
+    args = p.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.out is None:
+        args.out = f"benchmarks/runs/small_objects-{args.preset}"
+    if args.seeds < 1 or min(args.epochs, args.pretrain_epochs, args.finetune_epochs) < 1:
+        p.error("--seeds and every --*epochs must be >= 1")
+    if min(args.n_train, args.n_val, args.n_test) < 1 or args.draws < 1:
+        p.error("--n-train, --n-val, --n-test and --draws must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.plan:
+        out = Path(args.out).resolve()
+        arm_names = [a.strip() for a in args.arms.split(",") if a.strip()]
+        arms = [resolve_arm(a, args.model, out) for a in (["baseline"] if "baseline" not in arm_names else []) + arm_names]
+        runs = plan(_split(args.tasks, TASKS, "task"), _split(args.protocols, PROTOCOLS, "protocol"), arms,
+                    list(range(args.seed0, args.seed0 + args.seeds)), args)  # fmt: skip
+        for r in runs:
+            print(f"{r['task']:<12} {r['protocol']:<9} {r['arm']:<14} seed {r['seed']}  {r['epochs']} epochs")
+        shared = sum(1 for r in runs if r["protocol"] == "scratch" and r["arm"] == "baseline" and r["epochs"] == args.pretrain_epochs
+                     and "finetune" in args.protocols)  # fmt: skip
+        print(f"{len(runs) - shared} training runs ({shared} scratch baselines shared with the pretraining)")
+        for a in arms:
+            if a.note:
+                print(f"note: {a.name}: {a.note}")
+        return 0
+    execute(args)
+    return 0
 
 
 if __name__ == "__main__":

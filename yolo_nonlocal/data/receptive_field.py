@@ -333,14 +333,22 @@ def _propagate(table: list, length: int, conv_only: bool) -> list[IntervalMap]:
     return outs
 
 
+def _detection_model(obj: Any):
+    """The DetectionModel of a YOLO wrapper or of itself (its ``.model`` is the layer list ending in Detect)."""
+    m = obj
+    if hasattr(m, "model") and hasattr(m.model, "model") and not hasattr(m.model, "f"):
+        m = m.model  # YOLO -> DetectionModel
+    layers = getattr(m, "model", None)
+    if layers is None or not hasattr(layers, "__getitem__") or not hasattr(layers[-1], "f"):
+        raise TypeError(f"expected a YOLO, a DetectionModel or a model spec, got {type(obj).__name__}")
+    return m
+
+
 def _source(model_or_spec: Any, axis: int) -> tuple[list, dict, list, list]:
     if isinstance(model_or_spec, str):
         table, head, strides, froms, _ = _recorded(model_or_spec, axis)
         return table, head, strides, froms
-    model = getattr(model_or_spec, "model", model_or_spec)
-    if not hasattr(model, "model"):  # a YOLO wrapper's .model is the DetectionModel
-        raise TypeError(f"expected a YOLO, a DetectionModel or a model spec, got {type(model_or_spec).__name__}")
-    return _record(model, axis)
+    return _record(_detection_model(model_or_spec), axis)
 
 
 def _level_maps(source: tuple, length: int, conv_only: bool) -> list[tuple[int, IntervalMap, IntervalMap]]:
@@ -495,9 +503,7 @@ def empirical_field(model_or_spec: Any = "yolov8n.yaml", *, level: int = 0, head
 
         model = YOLO(model_or_spec).model
     else:
-        model = copy.deepcopy(getattr(model_or_spec, "model", model_or_spec))
-        if not hasattr(model, "model"):
-            model = model_or_spec
+        model = copy.deepcopy(_detection_model(model_or_spec))
     torch.manual_seed(seed)
     for name, mod in list(model.named_modules()):
         for cname, child in list(mod.named_children()):

@@ -1,0 +1,99 @@
+"""benchmarks/small_objects.py's logic that runs without training: the t-interval, the paired differences,
+the generated -nl variant YAMLs (built by the real Ultralytics with the options set), arms, plan and report."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("small_objects", ROOT / "benchmarks" / "small_objects.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["small_objects"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+so = _module()
+
+
+def test_t_quantiles_match_the_tables():
+    assert so.t975(1) == 12.706 and so.t975(2) == 4.303 and so.t975(30) == 2.042
+    for df, table in ((40, 2.021), (60, 2.000), (120, 1.980)):  # published values
+        assert so.t975(df) == pytest.approx(table, abs=2e-3)
+    with pytest.raises(ValueError):
+        so.t975(0)
+
+
+def test_paired_difference_by_hand():
+    arm, base = [0.30, 0.34, 0.29], [0.25, 0.27, 0.26]
+    d = [0.05, 0.07, 0.03]
+    res = so.paired_difference(arm, base)
+    half = 4.303 * statistics.stdev(d) / math.sqrt(3)
+    assert res["n"] == 3 and res["mean"] == pytest.approx(0.05)
+    assert res["ci"] == pytest.approx([0.05 - half, 0.05 + half])
+    assert so.paired_difference([0.3, None], [0.2, 0.1]) == {"mean": pytest.approx(0.1), "std": None, "n": 1, "ci": None}
+
+
+def test_nl_variant_yaml_is_built_with_its_options(tmp_path):
+    from ultralytics import YOLO
+
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    path = so.nl_variant_yaml("yolov8n-nl.yaml", tmp_path, 1.0, 5.0)
+    assert path.name == "yolov8n-nl-g1-lr5.yaml"
+    import yaml
+
+    spec = yaml.safe_load(path.read_text())
+    assert spec["nonlocal_init_gamma"] == 1.0 and spec["nonlocal_lr_mult"] == 5.0 and list(spec["scales"]) == ["n"]
+    built, shipped = YOLO(str(path)).model, YOLO("yolov8n-nl.yaml").model
+    assert sum(p.numel() for p in built.parameters()) == sum(p.numel() for p in shipped.parameters())
+    blocks = [m for m in built.modules() if isinstance(m, NonLocal)]
+    assert len(blocks) == 2 and all(float(b.w_z[1].weight.detach().min()) == 1.0 for b in blocks)
+    assert so.nl_variant_yaml("yolov8n-nl.yaml", tmp_path, 1.0, 5.0) == path  # same content: the file is kept
+
+
+def test_arms_and_plan(tmp_path):
+    assert so.resolve_arm("baseline", "yolov8n", tmp_path).spec == "yolov8n.yaml"
+    assert so.resolve_arm("nl", "yolov8n", tmp_path).spec == "yolov8n-nl.yaml"
+    g = so.resolve_arm("nl-g0.5", "yolov8n", tmp_path)
+    assert Path(g.spec).name == "yolov8n-nl-g0.5.yaml"
+    assert so.resolve_arm("yolo11n", "yolov8n", tmp_path).peer
+    with pytest.raises(ValueError, match="unknown arm"):
+        so.resolve_arm("nonlocal", "yolov8n", tmp_path)
+    args = so.parse_args(["--preset", "smoke", "--out", str(tmp_path)])
+    arms = [so.resolve_arm(a, "yolov8n", tmp_path) for a in ("baseline", "nl", "yolo11n")]
+    runs = so.plan(["farcue"], ["finetune", "scratch"], arms, [0, 1], args)
+    ft = [r for r in runs if r["protocol"] == "finetune"]
+    assert {r["arm"] for r in ft} == {"baseline", "nl"}, "peers are not fine-tuned from the yolov8n checkpoint"
+    assert [r["protocol"] for r in runs[:1]] == ["pretrain"] and len(runs) == 2 * (1 + 2 + 3)
+
+
+def test_summary_and_markdown_from_records():
+    arms = [so.Arm("baseline", "yolov8n.yaml"), so.Arm("nl-g1", "x.yaml")]
+    recs = []
+    for seed, (b, m) in enumerate([(0.20, 0.30), (0.22, 0.35), (0.21, 0.28)]):
+        for arm, ap in (("baseline", b), ("nl-g1", m)):
+            recs.append({"task": "farcue", "protocol": "finetune", "arm": arm, "seed": seed, "epochs": 10, "train_seconds": 60,
+                         "test": {"AP": ap, "AP50": ap, "APs": ap}, "cf_new": {"AP": ap / 2}, "cf_old": {"AP": ap},
+                         "val_mAP": ap})  # fmt: skip
+    rows, diffs = so.summarise(recs, ["farcue"], ["finetune"], arms)
+    assert [r["arm"] for r in rows] == ["baseline", "nl-g1"]
+    d = next(x for x in diffs if x["metric"] == "test AP")
+    assert d["mean"] == pytest.approx(0.10) and d["n"] == 3 and d["ci"][0] < 0.10 < d["ci"][1]
+    result = {"args": {"preset": "t", "seed0": 0, "seeds": 3, "n_train": 1, "n_val": 1, "n_test": 1, "data_seed": 0,
+                       "pretrain_epochs": 1, "finetune_epochs": 1, "epochs": 1, "train_arg": []},
+              "machine": {"line": "here"}, "minutes": 1.0, "arms": [vars(a) for a in arms], "rows": rows, "differences": diffs,
+              "references": {"farcue": {"exact": {"oracle": {"AP": 1.0, "AP50": 1.0}, "blind_tied": {"AP": 0.5, "AP50": 0.5}}}}}  # fmt: skip
+    text = so.markdown(result)
+    assert "| rule-blind cap: exact boxes, every class, equal scores (exact) | 50.0 | 50.0 |" in text
+    assert "finetune / nl-g1: test AP +10.0 (95% CI [" in text and "Machine: here" in text
