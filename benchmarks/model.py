@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from yolo_nonlocal.utils.machine import describe_machine  # noqa: E402
 
 BASE = "yolov8n"
-SUB_SAMPLE = "yolov8n-nl, P3 sub_sample"
+SUB_SAMPLE = "yolov8n-nl (P3 sub_sample)"
 # (row name, YAML, note): the table's rows, in order
 MODELS = (
     ("yolov8n", "yolov8n.yaml", ""),
@@ -215,6 +215,10 @@ def peak_rss_mib(kind: str, what: str, imgsz: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- CPU table
+def _file_name(row: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in row)
+
+
 def _threads(spec: str) -> list[int]:
     out = []
     for part in spec.split(","):
@@ -268,7 +272,7 @@ def cpu_table(args) -> int:
             sessions = {}
             if have_ort:
                 for n in names:
-                    path = tmp / f"{n.replace(' ', '_').replace(',', '')}-{imgsz}-{batch}.onnx"
+                    path = tmp / f"{_file_name(n)}-{imgsz}-{batch}.onnx"
                     if not path.exists():
                         export_onnx(models[n], imgsz, batch, path)
                     sessions[n] = path
@@ -312,7 +316,7 @@ def cpu_table(args) -> int:
         print("| model | torch (.pt, fused) | onnxruntime |")
         print("|---|---:|---:|")
         for n in names:
-            path = tmp / f"{n.replace(' ', '_').replace(',', '')}-{imgsz}-1.onnx"
+            path = tmp / f"{_file_name(n)}-{imgsz}-1.onnx"
             if not path.exists():
                 export_onnx(models[n], imgsz, 1, path)
             print(f"| {n} | {peak_rss_mib('torch', n, imgsz):.0f} | {peak_rss_mib('onnx', str(path), imgsz):.0f} |",
