@@ -209,6 +209,21 @@ def test_colour_scale_is_relative_to_uniform_and_the_bar_marks_it():
     assert labels["1x uniform"] == 0.0 and "1/N' = 0.00391" in bar.get_title(loc="left")
 
 
+def test_a_peaked_softmax_map_fills_the_range_and_keeps_the_image_visible():
+    """All attention on one key (the others ~1e-39, as a softmax of large logits gives): the range follows the
+    peak, not the vanishing minimum, so the peak is full colour and the rest saturates below uniform."""
+    w = np.full((16, 16), 1e-39)
+    w[3, 4] = 1.0
+    amap = _map(w / w.sum())
+    scale = colour_scale(amap)
+    assert scale.limit == 8.0, "log2 N' = log2 256: the largest ratio a softmax can reach"
+    assert scale.values[3, 4] == pytest.approx(8.0) and scale.values[0, 0] == -8.0
+    fig_with, fig_without = draw(GREY, amap).astype(float), draw(GREY, amap, alpha=0.0).astype(float)
+    diff = np.abs(fig_with - fig_without)
+    assert diff.max() > 100, "the peak stands out"
+    assert np.median(diff[diff > 0]) < 0.55 * diff.max(), "the ignored keys are tinted at half strength"
+
+
 def test_dot_product_differences_of_four_percent_are_not_stretched():
     """min-max scaling spread 4% differences over the whole colour range."""
     w = (1.0 + 0.04 * np.linspace(0.0, 1.0, 256)).reshape(16, 16) / 256

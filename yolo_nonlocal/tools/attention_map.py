@@ -14,13 +14,14 @@ How it is coloured, so that the picture cannot overstate where the block looks (
 
 - non-negative weights (softmax modes, ``concatenation``): the ratio of each weight to the uniform level
   (1/N' for a softmax, the row mean for ``concatenation``), on a log2 scale centred on 1x: red above
-  uniform, blue below. The scale spans at least 1/4x..4x, so a nearly uniform map (max 1.3x) is drawn
-  faint, not as a full-strength overlay;
+  uniform, blue below. The scale spans at least 1/4x..4x and follows the map's peak (at most N'x, all
+  attention on one key; keys further below uniform saturate), so a nearly uniform map (max 1.3x) is drawn
+  faint, not as a full-strength overlay, and a peaked one fills the range;
 - ``dot_product`` (signed weights): the deviation from the row mean in units of the mean |w|, at least
   -1..+1, so 4% differences stay 4% of the colour range instead of being stretched over all of it.
 
-The overlay's opacity follows the distance from uniform, so where the block looks everywhere alike the
-image shows through. The PNG (:func:`render`, matplotlib) has the image panel at least 512 px on its long
+The overlay's opacity follows the distance from uniform (half as strong below uniform), so where the block
+looks everywhere alike, or where it does not look, the image shows through. The PNG (:func:`render`, matplotlib) has the image panel at least 512 px on its long
 side, a title above it (model, layer, grid, mode, query, max/min relative to uniform) and a colour bar
 with the uniform level marked. The raw weights (key grid, float32) are saved next to it as ``.npy``.
 File names start with the model's name (:func:`output_stem`), so several models can share one folder.
@@ -46,6 +47,7 @@ MIN_LOG2_RANGE = 2.0
 # a dot_product map is coloured by its deviation from the row mean in units of mean |w|; at least +-1
 MIN_DEVIATION_RANGE = 1.0
 MIN_DISPLAY = 512  # the image panel's long side in pixels, at least (a 128 px source is drawn 4x)
+BELOW_UNIFORM_OPACITY = 0.5  # keys below uniform are tinted at this fraction of the opacity of keys above it
 
 
 @dataclass
@@ -169,8 +171,10 @@ def colour_scale(amap: AttentionMap) -> ColourScale:
         if uniform > 0:
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = np.log2(w / uniform)
-            seen = np.abs(values[np.isfinite(values)])
-            limit = max(MIN_LOG2_RANGE, math.ceil(float(seen.max())) if seen.size else 0.0)
+            # the range follows the peak (at most log2 N', all attention on one key); far-below-uniform keys
+            # (a softmax gives ~0 to most keys of a peaked map) saturate at the bottom instead of setting it
+            top = values[np.isfinite(values)]
+            limit = max(MIN_LOG2_RANGE, math.ceil(float(top.max())) if top.size else 0.0)
             values = np.clip(np.nan_to_num(values, nan=0.0, neginf=-limit, posinf=limit), -limit, limit)
         else:  # an all-zero concatenation row: nothing is looked at more than anything else
             values, limit = np.zeros_like(w), MIN_LOG2_RANGE
@@ -228,7 +232,10 @@ def render(image: np.ndarray, amap: AttentionMap, alpha: float = 0.8):
     values = _on_image(scale.values, amap)
     cmap, norm = colormaps["RdBu_r"], Normalize(-scale.limit, scale.limit)
     heat = cmap(norm(values))
-    heat[..., 3] = alpha * np.clip(np.abs(values) / scale.limit, 0.0, 1.0)  # uniform: the image shows through
+    # opacity grows with the distance from uniform (uniform: the image shows through); keys below uniform get
+    # half of it, so that a peaked map, which gives almost nothing to most keys, does not hide the image
+    strength = np.clip(np.abs(values) / scale.limit, 0.0, 1.0) * np.where(values < 0, BELOW_UNIFORM_OPACITY, 1.0)
+    heat[..., 3] = alpha * strength
 
     zoom = max(1.0, MIN_DISPLAY / max(h, w))
     dpi = 100
