@@ -399,15 +399,3 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
         train_args=train_args,
         latency_runs=latency_runs,
     )
-
-
-# earlier private names, still imported by benchmarks/small_objects.py: remove once it uses the public ones
-# (sha1_file, coco_metrics, yolo_nonlocal.cli.compare.parse_train_args)
-_sha1_file = sha1_file
-_coco_metrics = coco_metrics
-
-
-def _parse(argv: list[str]) -> tuple[dict[str, Any], set[str]]:  # pragma: no cover - the benchmark's old call
-    from yolo_nonlocal.cli.compare import parse_train_args
-
-    return parse_train_args(argv), set()
