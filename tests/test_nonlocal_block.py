@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolo_nonlocal import MODES, NonLocal, NonLocal1d, NonLocal2d, NonLocal3d
+from yolo_nonlocal.nonlocal_block import NonLocalConfigError
 
 SIZES = {1: (2, 6, 13), 2: (2, 6, 5, 7), 3: (2, 6, 3, 5, 7)}  # odd, non-square spatial sizes
 
@@ -198,6 +199,97 @@ def test_gradients_reach_every_parameter(mode):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+# ---------------------------------------------------------------------------------------- init_gamma, device, dtype
+@pytest.mark.parametrize("mode", MODES)
+def test_init_gamma_zero_is_the_exact_identity(mode):
+    for init_gamma in (0, 0.0):
+        block = NonLocal(6, mode=mode, init_gamma=init_gamma).train()
+        x = torch.randn(2, 6, 5, 7) * 3
+        assert torch.equal(block(x), x) and torch.equal(block.eval()(x), x)
+        assert "init_gamma" not in repr(block)  # the default is not spelled out
+
+
+_EMBEDDINGS = ("g.weight", "g.bias", "theta.weight", "theta.bias", "phi.weight", "phi.bias")
+
+
+def test_init_gamma_nonzero_gives_the_embeddings_gradient_at_the_first_step():
+    """The reason for the option: with gamma 0, theta, phi and g get exactly zero gradient; with 1 they learn."""
+    x = torch.randn(2, 8, 6, 5)
+    grads = {}
+    for init_gamma in (0.0, 1.0):
+        torch.manual_seed(0)
+        block = NonLocal(8, init_gamma=init_gamma).train()
+        assert block.w_z[1].weight.eq(init_gamma).all() and block.w_z[1].bias.eq(0).all()
+        before = {n: p.detach().clone() for n, p in block.named_parameters()}
+        opt = torch.optim.SGD(block.parameters(), lr=0.1)
+        block(x).square().sum().backward()
+        grads[init_gamma] = {n: p.grad.abs().sum().item() for n, p in block.named_parameters()}
+        opt.step()
+        moved = {n for n, p in block.named_parameters() if not torch.equal(p, before[n])}
+        if init_gamma:
+            assert set(_EMBEDDINGS) <= moved, f"not moved after one step: {set(_EMBEDDINGS) - moved}"
+            assert "init_gamma=1" in repr(block)
+        else:
+            assert not set(_EMBEDDINGS) & moved
+    assert all(grads[0.0][n] == 0 for n in _EMBEDDINGS)
+    assert all(grads[1.0][n] > 0 for n in _EMBEDDINGS)
+
+
+def test_init_gamma_survives_reset_parameters():
+    block = NonLocal(8, init_gamma=0.5)
+    with torch.no_grad():
+        block.w_z[1].weight.fill_(3.0)
+    block.reset_parameters()
+    assert block.w_z[1].weight.eq(0.5).all()
+
+
+def test_device_meta_builds_without_memory():
+    import resource
+
+    def peak_kib() -> int:  # the process's peak resident size (KiB on Linux): it only grows
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    NonLocal(8, device="meta")  # the first meta-device build loads torch's meta kernels (~150 MiB, once)
+    before = peak_kib()
+    meta = NonLocal(4096, mode="concatenation", device="meta")  # 33.6M parameters: 128 MiB if allocated
+    assert all(t.is_meta for t in itertools.chain(meta.parameters(), meta.buffers()))
+    assert sum(p.numel() for p in meta.parameters()) > 3.3e7
+    assert peak_kib() - before < 16 * 1024
+    # the measure can see such an allocation (unless an earlier peak already covered it)
+    before = peak_kib()
+    real = NonLocal(4096, mode="concatenation")
+    assert peak_kib() - before > 64 * 1024 or before > 256 * 1024
+    del real
+
+
+def test_dtype_float64():
+    block = NonLocal(6, sub_sample=True, init_gamma=1.0, dtype=torch.float64)
+    tensors = [t for t in itertools.chain(block.parameters(), block.buffers()) if t.is_floating_point()]
+    assert tensors and all(t.dtype == torch.float64 for t in tensors)
+    block = _randomise(block)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    out = block(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, reference_nonlocal(block, x), rtol=1e-5, atol=1e-5)
+
+
+def test_block_pickled_before_init_gamma_still_loads_and_runs(tmp_path):
+    """A NonLocal saved by the previous release has no ``init_gamma`` attribute: it loads, prints, runs, resets."""
+    block = _randomise(NonLocal(8, sub_sample=True))
+    del block.init_gamma  # what the previous release's __init__ left: no such instance attribute
+    assert "init_gamma" not in vars(block)
+    path = tmp_path / "old_nonlocal.pt"
+    torch.save(block, path)
+    loaded = torch.load(path, weights_only=False)
+    assert "init_gamma" not in vars(loaded)
+    assert repr(loaded) == repr(block) and "NonLocal(" in repr(loaded)
+    x = torch.randn(2, 8, 7, 6)
+    assert torch.equal(loaded(x), block(x))
+    torch.testing.assert_close(loaded(x).double(), reference_nonlocal(loaded, x), rtol=1e-5, atol=1e-5)
+    loaded.reset_parameters()  # e.g. the "blocks reset" ablation: back to the identity it was built as
+    assert torch.equal(loaded.eval()(x), x)
+
+
 # ---------------------------------------------------------------------------------------- memory
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor any ATen op produces (forward and backward)."""
@@ -373,11 +465,19 @@ def test_attention_macs():
         ({"c1": 8, "mode": "dot_product", "scale": 2.0}, "scale applies to the softmax modes"),
         ({"c1": 8, "sub_sample": "yes"}, "sub_sample must be True or False"),
         ({"c1": 8, "backend": "cuda"}, "unknown backend"),
+        ({"c1": 8, "inter_channels": 0}, "inter_channels must be a positive int, got 0"),
+        ({"c1": 8, "reduction": True}, "reduction must be a positive int, got True"),
+        ({"c1": 8, "init_gamma": float("nan")}, r"init_gamma must be a finite number \(0 is the identity, 1 lets"),
+        ({"c1": 8, "init_gamma": float("inf")}, "init_gamma must be a finite number"),
+        ({"c1": 8, "init_gamma": "1"}, "init_gamma must be a finite number .* got '1'"),
+        ({"c1": 8, "init_gamma": True}, "init_gamma must be a finite number .* got True"),
     ],
 )
 def test_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    """Bad arguments raise NonLocalConfigError (a ValueError) whose message starts with the class name."""
+    with pytest.raises(NonLocalConfigError, match="^NonLocal: " + message):
         NonLocal(**kwargs)
+    assert issubclass(NonLocalConfigError, ValueError)
 
 
 def test_bad_inputs():
@@ -441,8 +541,12 @@ def test_chunked_backend_parity_and_memory(mode, sub_sample):
     assert rec.largest <= 2304 * 64
 
 
-def test_auto_backend_choice_on_cpu():
+def test_auto_backend_follows_the_kernels_policy():
+    """The block has no backend policy of its own: ``auto`` is what ops.select_backend picks (tested in tests/ops)."""
+    from yolo_nonlocal.ops.softmax_attention import select_backend
+
     block = NonLocal(8)
-    q = torch.empty(1, 100, 4)
-    assert block._softmax_backend(q, torch.empty(1, 100, 4)) == "explicit"
-    assert block._softmax_backend(torch.empty(1, 25600, 4), torch.empty(1, 25600, 4)) == "chunked"
+    for n in (100, 25600):
+        q = torch.empty(1, n, 4)
+        assert block._softmax_backend(q, q) == select_backend(q, q, "auto")
+    assert NonLocal(8, backend="explicit")._softmax_backend(q, q) == "explicit"

@@ -15,20 +15,25 @@ mode                   f(x_i, x_j)                                 C(x)
 =====================  ==========================================  =========================
 
 theta, phi and g are 1x1 (1x1x1) convolutions to ``c1 // reduction`` channels; W_z is a 1x1 convolution back
-to ``c1`` channels followed by BatchNorm whose weight starts at zero, so a fresh block is exactly the
-identity and can be inserted into a trained network without changing its output. ``sub_sample`` max-pools
-phi and g (and x for ``gaussian``) by 2 in space ((1, 2, 2) for clips), in ceil mode, so odd sizes keep
-their last row and column. The softmax scale s is 1/sqrt(d) by default, d the channels of the dot product,
-as the official code (facebookresearch/video-nonlocal-net, ``USE_SCALE``) does; ``scale=1.0`` gives the
-unscaled form most PyTorch copies use, which overflows under fp16 at large activations.
+to ``c1`` channels followed by BatchNorm whose weight (gamma) starts at ``init_gamma``. The default 0 is the
+paper's: a fresh block is exactly the identity and can be inserted into a trained network without changing
+its output, but theta, phi and g then get exactly zero gradient until gamma has moved; a non-zero
+``init_gamma`` (e.g. 1) gives up the exact identity so that they learn from the first step.
+
+``sub_sample`` max-pools phi and g (and x for ``gaussian``) by 2 in space ((1, 2, 2) for clips), in ceil
+mode, so odd sizes keep their last row and column. The softmax scale s is 1/sqrt(d) by default, d the
+channels of the dot product, as the official code (facebookresearch/video-nonlocal-net, ``USE_SCALE``) does;
+``scale=1.0`` gives the unscaled form most PyTorch copies use, which overflows under fp16 at large activations.
+
+Siblings in the same harness: :mod:`yolo_nonlocal.context_block` (GCNet's query-independent global context
+block) and :mod:`yolo_nonlocal.local_block` (a local control with this block's parameter count).
 
 Implementation:
 
-- softmax modes run on ``torch.nn.functional.scaled_dot_product_attention`` with contiguous (B, 1, N, C)
-  query/key/value, so the fused (flash / memory-efficient) kernels run instead of the math fallback that
-  strided views get; memory is linear in N instead of N x N'. On the CPU, where those kernels are slower
-  than matrix products (``benchmarks/block.py``), ``auto`` takes the explicit product (float32 logits) while
-  the logits are small, and above that a query-chunked product whose backward recomputes each chunk.
+- softmax modes run on :func:`yolo_nonlocal.ops.softmax_attention.softmax_attention`, whose ``auto`` backend
+  takes the fused ``scaled_dot_product_attention`` kernels (flash / memory-efficient, memory linear in N
+  instead of N x N') on GPUs, in export and for large CPU maps, and the explicit float32 product for small
+  CPU maps, where it measured faster; that module's docstring gives the policy and the measurements.
 - ``dot_product`` never builds the N x N' matrix: theta (phi^T g) / N' is exact and linear in N.
 - ``concatenation`` never builds the 2C' x N x N' tensor: w^T [theta_i; phi_j] = a_i + b_j, so only an
   N x N' matrix of scalars exists.
@@ -50,6 +55,7 @@ from yolo_nonlocal.ops.softmax_attention import BACKENDS, ONNX_MIN_OPSET, select
 
 __all__ = [
     "NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "BACKENDS", "ONNX_MIN_OPSET",
+    "check_positive_int", "check_init_gamma",
 ]
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -62,7 +68,29 @@ _POOL_KERNEL = {1: 2, 2: (2, 2), 3: (1, 2, 2)}
 
 
 class NonLocalConfigError(ValueError):
-    """A ``NonLocal`` block cannot be built with the arguments given; the message names the argument and the fix."""
+    """A block of this package (``NonLocal``, ``ContextBlock``, ``LocalBlock``) cannot be built with the arguments
+    given; the message starts with the class, names the argument and says how to fix it."""
+
+
+def check_positive_int(owner: str, name: str, value) -> int:
+    """``value`` if it is a positive int (not a bool), else :class:`NonLocalConfigError` naming ``owner.name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise NonLocalConfigError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_init_gamma(owner: str, value) -> float:
+    """``init_gamma`` as a float if it is a finite number, else :class:`NonLocalConfigError` for ``owner``.
+
+    Every block of the package reads it the same way: 0 makes a fresh block the exact identity (the papers'
+    choice); a non-zero value gives that up so that every layer of the block gets a gradient at the first step.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NonLocalConfigError(
+            f"{owner}: init_gamma must be a finite number (0 is the identity, 1 lets the block learn at once), "
+            f"got {value!r}"
+        )
+    return float(value)
 
 
 def _float32(t: torch.Tensor):
@@ -93,6 +121,10 @@ class NonLocal(nn.Module):
         x: (B, c1, *spatial) with ``len(spatial) == dim``; output: same shape.
     """
 
+    # Blocks pickled before the option existed have no instance attribute; they read this class default
+    # (the value they were built with), so that repr, forward and reset_parameters keep working.
+    init_gamma: float = 0.0
+
     def __init__(
         self,
         c1: int,
@@ -108,8 +140,7 @@ class NonLocal(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if isinstance(c1, bool) or not isinstance(c1, int) or c1 < 1:
-            raise NonLocalConfigError(f"NonLocal: c1 (input channels) must be a positive int, got {c1!r}")
+        check_positive_int("NonLocal", "c1 (input channels)", c1)
         if mode not in MODES:
             raise NonLocalConfigError(f"NonLocal: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if dim not in _CONV:
@@ -119,18 +150,16 @@ class NonLocal(nn.Module):
         if backend not in BACKENDS:
             raise NonLocalConfigError(f"NonLocal: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if inter_channels is None:
-            if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-                raise NonLocalConfigError(f"NonLocal: reduction must be a positive int, got {reduction!r}")
+            check_positive_int("NonLocal", "reduction", reduction)
             inter_channels = c1 // reduction
             if inter_channels < 1:
                 raise NonLocalConfigError(
                     f"NonLocal: reduction={reduction} leaves 0 bottleneck channels for c1={c1}; "
                     f"use a reduction of at most {c1}"
                 )
-        elif isinstance(inter_channels, bool) or not isinstance(inter_channels, int) or inter_channels < 1:
-            raise NonLocalConfigError(f"NonLocal: inter_channels must be a positive int, got {inter_channels!r}")
-        if isinstance(init_gamma, bool) or not isinstance(init_gamma, (int, float)) or not math.isfinite(init_gamma):
-            raise NonLocalConfigError(f"NonLocal: init_gamma must be a finite number (0 is the identity), got {init_gamma!r}")
+        else:
+            check_positive_int("NonLocal", "inter_channels", inter_channels)
+        init_gamma = check_init_gamma("NonLocal", init_gamma)
         if scale is not None:
             if mode not in SOFTMAX_MODES:
                 raise NonLocalConfigError(f"NonLocal: scale applies to the softmax modes {SOFTMAX_MODES}, not to {mode!r}")
@@ -139,7 +168,7 @@ class NonLocal(nn.Module):
 
         self.c1, self.inter_channels, self.mode = c1, inter_channels, mode
         self.sub_sample, self.dim, self.backend = sub_sample, dim, backend
-        self.init_gamma = float(init_gamma)
+        self.init_gamma = init_gamma
         kw = {"device": device, "dtype": dtype}
         d = c1 if mode == "gaussian" else inter_channels
         self.scale = float(scale) if scale is not None else (1.0 / math.sqrt(d) if mode in SOFTMAX_MODES else None)
@@ -171,9 +200,8 @@ class NonLocal(nn.Module):
     def extra_repr(self) -> str:
         s = f"c1={self.c1}, inter_channels={self.inter_channels}, mode={self.mode!r}, sub_sample={self.sub_sample}"
         s += f", dim={self.dim}"
-        init_gamma = getattr(self, "init_gamma", 0.0)  # blocks pickled before the option have none
-        if init_gamma:
-            s += f", init_gamma={init_gamma:g}"
+        if self.init_gamma:
+            s += f", init_gamma={self.init_gamma:g}"
         if self.scale is not None:
             s += f", scale={self.scale:.4g}"
         return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")
