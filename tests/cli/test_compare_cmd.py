@@ -99,6 +99,15 @@ def test_seeds_and_train_args_values():
         parse_train_args(["epoch=3"])
 
 
+def test_console_script_smoke(console_script, context_data, tmp_path):
+    """The real command refuses a misspelt Ultralytics argument before anything runs (the fast smoke test; the
+    end-to-end run below is marked slow)."""
+    r = _run(console_script, ["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", f"data={context_data}", "epoch=3",
+                              f"project={tmp_path / 'p'}"])  # fmt: skip
+    assert r.returncode == 2, r.stderr  # (stdout may hold Ultralytics' first-run settings notice)
+    assert r.stderr.endswith("did you mean epochs=?\n") and not (tmp_path / "p").exists()
+
+
 @pytest.mark.slow
 def test_compare_end_to_end_and_reuse(console_script, context_data, tmp_path):
     from ultralytics import YOLO
