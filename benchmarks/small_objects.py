@@ -410,6 +410,35 @@ def plan(tasks: list[str], protocols: list[str], arms: list[Arm], seeds: list[in
     return runs
 
 
+def cue_sensitivity(test_data: Path, preds: Path, preds_cf: Path, min_score: float = 0.01) -> dict[str, Any]:
+    """How many detections near the targets change at all when only the cue is repainted.
+
+    Near = the box overlaps a target's eligible anchor span (the cells that can detect the target or suppress
+    its detection, :func:`yolo_nonlocal.data.receptive_field.eligible_anchor_span`). A detection is keyed by
+    (image, class, box) as Ultralytics wrote it; it counts as changed when it is missing from the other run
+    or its score moved by more than 1e-3. A model that cannot see the cue changes none of them; one that
+    follows the cue changes their classes.
+    """
+    from reference_lines import split_samples
+
+    from yolo_nonlocal.data.receptive_field import eligible_anchor_span
+
+    spans = {img: [eligible_anchor_span(x0, x1) for x0, _, x1, _ in cands] for img, _, cands in split_samples(test_data)}
+
+    def near(det: dict) -> bool:
+        x, _, w, _ = det["bbox"]
+        return any(x < b and x + w > a for a, b in spans.get(int(det["image_id"]), []))
+
+    def keyed(path: Path) -> dict:
+        return {(int(d["image_id"]), int(d["category_id"]), tuple(d["bbox"])): float(d["score"])
+                for d in json.loads(Path(path).read_text()) if d["score"] >= min_score and near(d)}  # fmt: skip
+
+    a, b = keyed(preds), keyed(preds_cf)
+    keys = set(a) | set(b)
+    changed = sum(1 for k in keys if k not in a or k not in b or abs(a[k] - b[k]) > 1e-3)
+    return {"near_detections": len(keys), "changed": changed, "share": changed / len(keys) if keys else None}
+
+
 def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, is_farcue: bool) -> dict:
     """Test AP (and counterfactual, ablations) of one finished run, cached with its predictions."""
     scores: dict[str, Any] = dict(best_val(record["results_csv"]))
@@ -421,6 +450,7 @@ def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, 
         cf = predict_split(w, ds["test_cf"], run_dir, "test_cf", val_args)
         scores["cf_new"] = coco(ds["test_cf"], cf)  # labels follow the repainted cue
         scores["cf_old"] = coco(ds["test"], cf)  # the same predictions against the original labels
+        scores["cue_sensitivity"] = cue_sensitivity(ds["test"], test_preds, cf)
     if has_blocks(w):
         for name in _ablations():
             scores[name] = coco(ds["test"], predict_split(w, ds["test"], run_dir, f"test_{name}", val_args, ablation=name))
@@ -495,7 +525,7 @@ def execute(args: argparse.Namespace) -> dict:
 METRICS = {"test AP": ("test", "AP"), "test AP50": ("test", "AP50"), "test APs": ("test", "APs"),
            "cf AP (new labels)": ("cf_new", "AP"), "cf AP (old labels)": ("cf_old", "AP"),
            "blocks reset AP": ("blocks_reset", "AP"), "gamma zeroed AP": ("gamma_zero", "AP"),
-           "y by its mean AP": ("y_mean", "AP")}  # fmt: skip
+           "y by its mean AP": ("y_mean", "AP"), "near-target dets changed by the cue": ("cue_sensitivity", "share")}  # fmt: skip
 
 
 def _metric(rec: dict, key: tuple[str, str]) -> float | None:
@@ -583,7 +613,9 @@ def markdown(result: dict) -> str:
         f"{args['epochs']} epochs; train args {' '.join(args['train_arg']) or 'none'} beyond the task's data.yaml "
         "train_args. Test AP: best.pt (chosen on validation) on the held-out test split. cf = the counterfactual test "
         "set (only the cue repainted): a model that uses the cue scores high against the new labels and low against "
-        "the old ones; one that ignores the cue scores about the same against both. Ablations of the NonLocal arms "
+        "the old ones; one that ignores the cue scores about the same against both. Near-target dets changed by the "
+        "cue = the share of detections (score >= 0.01) near the targets, where the cells that can detect them sit, "
+        "that change at all when only the cue is repainted: 0 for a model that cannot see the cue. Ablations of the NonLocal arms "
         "at test time: blocks reset = W_z's BatchNorm weight and bias zeroed (the block is the identity); gamma "
         "zeroed = its weight only (the learned constant beta stays); y by its mean = every position gets the same "
         f"context (removes only the query dependence). {result['minutes']:.1f} min in all.",

@@ -97,3 +97,27 @@ def test_summary_and_markdown_from_records():
     text = so.markdown(result)
     assert "| rule-blind cap: exact boxes, every class, equal scores (exact) | 50.0 | 50.0 |" in text
     assert "finetune / nl-g1: test AP +10.0 (95% CI [" in text and "Machine: here" in text
+
+
+def test_cue_sensitivity_counts_only_near_target_changes(tmp_path):
+    import json
+
+    from yolo_nonlocal.data.synthetic import SyntheticConfig, generate_sample, make_dataset
+
+    data = make_dataset(tmp_path / "t", SyntheticConfig(kind="farcue", rule="far", n_train=1, n_val=3), progress=False)
+    dets = []
+    for i in range(3):
+        s = generate_sample(SyntheticConfig(kind="farcue", rule="far", n_train=1, n_val=3), "val", i)
+        x0, y0, x1, y1 = s.candidates[0]
+        dets.append({"image_id": i, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": 0.8})
+        cx0, cy0, cx1, cy1 = s.cue[1]  # a detection on the cue itself: far from every target, not counted
+        dets.append({"image_id": i, "category_id": 1, "bbox": [cx0, cy0, cx1 - cx0, cy1 - cy0], "score": 0.5})
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(dets))
+    moved = [dict(d) for d in dets]
+    moved[1]["score"] = 0.1  # the far detection changes: ignored
+    b.write_text(json.dumps(moved))
+    assert so.cue_sensitivity(data, a, b) == {"near_detections": 3, "changed": 0, "share": 0.0}
+    moved[0]["category_id"] = 2  # a near detection follows the cue
+    b.write_text(json.dumps(moved))
+    assert so.cue_sensitivity(data, a, b) == {"near_detections": 4, "changed": 2, "share": 0.5}

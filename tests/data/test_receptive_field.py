@@ -26,7 +26,8 @@ def test_interval_map_matches_a_hand_count():
     assert up.lo.tolist() == [0, 0, 0, 0, 1, 1, 3, 3] and up.stride == 1
     d = IntervalMap.image(9).window(3, 1, 2, 2)  # dilation 2, padding 2: cell i sees i-2, i, i+2
     assert d.lo[4] == 2 and d.hi[4] == 6 and d.lo[0] == 0 and d.hi[0] == 2
-    assert eligible_anchor_span(100, 110) == (80.0, 130.0)
+    assert eligible_anchor_span(100, 110) == (40.0, 170.0)  # 2w to detect it at IoU 0.5, 2w/0.5 more to suppress that
+    assert eligible_anchor_span(100, 110, nms_iou=1.0) == (60.0, 150.0)
 
 
 @pytest.fixture(scope="module")

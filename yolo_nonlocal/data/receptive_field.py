@@ -32,10 +32,20 @@ Terms used in the reports:
   1x1 projections and positional-encoding convolutions): the reach the model has without its global
   mixing. For a model with such a layer the real RF is the whole image.
 
-:func:`assert_cue_out_of_reach` is the check the generator runs: a detection that counts at IoU >= 0.5 for
-a target of width w comes from a cell whose anchor lies within ``[x0 - 2w, x1 + 2w]`` (IoU >= 0.5 forces
-the predicted box to be at most 2w wide and to overlap the target, and the box contains its anchor), so if
-the cue lies farther than ``reach`` from that span, no cell that can detect the target sees the cue.
+:func:`assert_cue_out_of_reach` is the check the generator runs. Which cells can affect the detection of a
+target of width w spanning ``[x0, x1)``? (1) A detection that counts at IoU >= 0.5 comes from a cell whose
+anchor lies within ``[x0 - 2w, x1 + 2w]``: IoU >= 0.5 forces the predicted box to be at most 2w wide and to
+overlap the target, and a YOLOv8/YOLO11 box contains its anchor (its DFL distances are >= 0). (2) NMS can
+remove such a box only in favour of a same-class box with IoU above the NMS threshold tau with it, at most
+2w / tau wide and overlapping it: its anchor lies within ``2w + 2w / tau`` of the target. With tau >= 0.5
+(Ultralytics uses 0.7) that is ``[x0 - 6w, x1 + 6w]``, the span :func:`eligible_anchor_span` returns. If the
+cue lies farther than ``reach`` from that span, no cell that can produce or suppress a detection of the
+target sees the cue; the boxes and class scores of those cells are functions of cue-free pixels. What is
+not covered: chains of NMS suppressions through successively larger boxes (a box suppressing the box that
+would have suppressed another), and the per-image caps on detections (Ultralytics' max_det 300, COCO's 100
+per class) that far cells could fill. Neither occurs with a handful of confident boxes per strip, and
+benchmarks/small_objects.py measures it directly: the share of near-target detections that change at all
+when only the cue is repainted (0 for a model that cannot see the cue).
 
 Imports torch and Ultralytics lazily (only :func:`model_fields`, :func:`receptive_fields` and
 :func:`empirical_field` need them).
@@ -441,12 +451,17 @@ def guaranteed_reach(spec: str = "yolov8n.yaml", *, length: int = _DEFAULT_LENGT
     return best
 
 
-def eligible_anchor_span(x0: float, x1: float) -> tuple[float, float]:
-    """Anchors (along x) of every cell whose box can reach IoU >= 0.5 with a target spanning ``[x0, x1)``."""
+def eligible_anchor_span(x0: float, x1: float, nms_iou: float = 0.5) -> tuple[float, float]:
+    """Anchors (along x) of every cell whose box can reach IoU >= 0.5 with a target spanning ``[x0, x1)``, or
+    suppress such a box in NMS at an IoU threshold >= ``nms_iou`` (see the module docstring): ``2w + 2w/nms_iou``
+    on each side, 6w at the default."""
     w = float(x1) - float(x0)
     if w <= 0:
         raise ValueError(f"empty target span [{x0}, {x1})")
-    return float(x0) - 2 * w, float(x1) + 2 * w
+    if not 0 < nms_iou <= 1:
+        raise ValueError(f"nms_iou={nms_iou} must be within (0, 1]")
+    margin = 2 * w + 2 * w / nms_iou
+    return float(x0) - margin, float(x1) + margin
 
 
 def horizontal_gap(span: tuple[float, float], cue: tuple[float, float]) -> float:

@@ -29,7 +29,7 @@ does needs a task where it *should* matter next to one where it should not. Two 
     image depends on it). ``rule="far"``: the targets are placed farther from the cue than the largest
     receptive-field reach of any output cell of ``rf_model`` (default yolov8n, computed from the model's
     layers by :mod:`yolo_nonlocal.data.receptive_field`), counted from every anchor that can detect a
-    target at IoU >= 0.5; the generator asserts it for every image. No output cell of the baseline that
+    target at IoU >= 0.5 or suppress such a detection in NMS; the generator asserts it for every image. No output cell of the baseline that
     can detect a target sees the cue, so whatever it trains its class scores cannot depend on the rule: its
     AP is capped at the rule-blind level. ``rule="near"``: the same images' ingredients with the targets
     within the smallest reach of the P3 cells (asserted), so the rule is learnable by the baseline.
@@ -85,6 +85,7 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
+FARCUE_VERSION = 2  # farcue's own generator version (bumped when its images change; the others stay at 1)
 KINDS = ("context", "neutral", "farcue")
 RULES = ("singleton", "count")
 FARCUE_RULES = ("far", "near")
@@ -157,7 +158,7 @@ class SyntheticConfig:
     min_size: int = 6
     max_size: int = 16
     p_negative: float = 0.1  # context/singleton: share of images without a singleton
-    version: int = GENERATOR_VERSION
+    version: int | None = None  # default: GENERATOR_VERSION (context, neutral) or FARCUE_VERSION (farcue)
     height: int | None = None  # farcue: the strip height (default 64)
     counterfactual: bool = False  # farcue: repaint the cue in the other colour and flip the labels
     rf_model: str | None = None  # farcue: the baseline whose reach the cue must exceed (default yolov8n.yaml)
@@ -167,6 +168,8 @@ class SyntheticConfig:
             raise ValueError(f"kind={self.kind!r} is not supported; use one of {', '.join(KINDS)}")
         if self.imgsz is None:
             object.__setattr__(self, "imgsz", 1024 if self.kind == "farcue" else 256)
+        if self.version is None:
+            object.__setattr__(self, "version", FARCUE_VERSION if self.kind == "farcue" else GENERATOR_VERSION)
         if self.kind == "farcue":
             self._check_farcue()
         elif self.height is not None or self.counterfactual or self.rf_model is not None:
@@ -401,10 +404,10 @@ def _farcue_image(rng: np.random.Generator, cfg: SyntheticConfig, cue_class: int
     sizes = [int(rng.integers(cfg.min_size, cfg.max_size + 1)) for _ in range(n)]
     boxes: list[tuple[int, int, int, int]] = []
     for s in sizes:
-        # columns measured from the cue's inner edge: far: beyond reach + 2 s (the eligible anchors of a
-        # target of width s start 2 s before it), near: within _NEAR_SPAN px
+        # columns measured from the cue's inner edge: far: beyond reach + 6 s (the anchors that can detect a
+        # target of width s, or suppress its detection in NMS, start 6 s before it), near: within _NEAR_SPAN px
         if cfg.rule == "far":
-            lo_off = int(np.ceil(reach + 2 * s + _FAR_SLACK))
+            lo_off = int(np.ceil(reach + 6 * s + _FAR_SLACK))
             hi_off = W - 2 - s - (cx0 + cs if side == 0 else W - cx0)
         else:
             lo_off, hi_off = 4, _NEAR_SPAN
