@@ -4,6 +4,8 @@ summaries count the attention, and a block whose logits blow up under reduced pr
 
 from __future__ import annotations
 
+import logging
+import re
 from copy import deepcopy
 from pathlib import Path
 
@@ -181,6 +183,28 @@ def test_misspelt_block_names_get_a_did_you_mean(name, message):
     assert re.search(message, str(info.value)), str(info.value)
 
 
+@pytest.mark.parametrize(
+    "module, name, args, check",
+    [
+        ("yolo_nonlocal.context_block", "ContextBlock", [4, "add_mul", "avg"],
+         lambda b: (b.c1, b.hidden, b.fusion, b.pooling) == (64, 16, "add_mul", "avg")),
+        ("yolo_nonlocal.local_block", "LocalBlock", [2, "embedded_gaussian", None, 5],
+         lambda b: (b.c1, b.kernel_size) == (64, 5)),
+    ],
+)
+def test_sibling_blocks_are_registered_from_the_table(module, name, args, check):
+    """The block table registers GCNet's ContextBlock and the local control by name, with the same row
+    handling (channels filled in, rows checked, init gamma and weights remapping) as NonLocal."""
+    cls = getattr(pytest.importorskip(module), name, None)
+    if cls is None:
+        pytest.skip(f"{module} has no {name} yet")
+    assert getattr(tasks, name) is cls
+    model = DetectionModel(_with_row(17, [-1, 1, name, args]), verbose=False)
+    assert isinstance(model.model[17], cls) and check(model.model[17])
+    with pytest.raises(ui.NonLocalRowError, match=rf"{name} row 17 \(head\).*args\[1\]"):
+        DetectionModel(_with_row(17, [-1, 1, name, [2, "nonsense"]]), verbose=False)
+
+
 def test_row_args_reach_the_block_and_yaml_stays_as_written():
     d = _with_row(17, [-1, 1, "NonLocal", [4, "dot_product", True]])
     model = DetectionModel(d, verbose=False)
@@ -248,6 +272,63 @@ def test_pretrained_via_yolo_train_path(stock_checkpoints):
     model.load(weights)
     assert torch.equal(model.model[24].cv2[0][0].conv.weight, weights.model[22].cv2[0][0].conv.weight.float())
     assert torch.equal(model.model[11 + 2].cv1.conv.weight, weights.model[12].cv1.conv.weight.float())
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _load_logged(model, weights) -> tuple[str, str]:
+    """Load ``weights`` into ``model``; return Ultralytics' "Transferred" line and yolo-nonlocal's report."""
+    from ultralytics.utils import LOGGER
+
+    h = _Lines()
+    LOGGER.addHandler(h)
+    try:
+        model.load(weights)
+    finally:
+        LOGGER.removeHandler(h)
+    theirs = next(x for x in h.lines if x.startswith("Transferred"))
+    ours = next(x for x in h.lines if x.startswith("yolo-nonlocal: pretrained weights"))
+    return theirs, ours
+
+
+def test_transfer_log_counts_what_landed_after_the_class_head_is_rebuilt(stock_checkpoints):
+    """issue 11 item 2: an 80-class stock checkpoint into a 3-class Non-local model; counted after Ultralytics'
+    own load (which rebuilds the class head), so the count is Ultralytics' own transfer, and the rest is named."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    weights, _ = load_checkpoint(str(stock_checkpoints["yolov8n"]))
+    n_src = len(weights.state_dict())
+    model = DetectionModel("yolov8n-nl.yaml", nc=3, verbose=False)
+    theirs, ours = _load_logged(model, weights)
+    transferred = int(re.search(r"Transferred (\d+)/", theirs).group(1))
+    landed = re.search(r"(\d+)/(\d+) checkpoint tensors landed", ours)
+    assert (int(landed.group(1)), int(landed.group(2))) == (transferred, n_src), (theirs, ours)
+    dropped = n_src - transferred
+    assert f"{dropped} dropped: {dropped} shape differs" in ours and "(80, " in ours and "-> (3, " in ours, ours
+    n_block = sum(1 for k in model.state_dict() if isinstance(model.model[int(k.split(".")[1])], NonLocal))
+    assert f"{n_block} block tensors of this model were not in the checkpoint" in ours
+
+
+def test_transfer_log_names_block_tensors_that_have_no_place(tmp_path):
+    """A Non-local checkpoint into a YAML with a block at P5 only: the P3 block's tensors are dropped, and said so."""
+    torch.manual_seed(0)
+    src = DetectionModel("yolov8n-nl.yaml", verbose=False)
+    d = tasks.yaml_model_load("yolov8n-nl.yaml")
+    del d["head"][6]  # the P3 block (row 17); later rows refer to 16, 19, 22
+    d["head"][-1][0] = [16, 19, 22]
+    dst = DetectionModel(d, verbose=False)
+    _, ours = _load_logged(dst, {"model": src, "ema": None})
+    n_p3 = sum(1 for k in src.state_dict() if k.startswith("model.17."))
+    total = len(src.state_dict())
+    assert f"{total - n_p3}/{total} checkpoint tensors landed" in ours, ours
+    assert f"{n_p3} dropped: {n_p3} a block at a place where this model has none, e.g. model.17." in ours, ours
 
 
 # ----------------------------------------------------------------------------------------------- GFLOPs

@@ -211,3 +211,27 @@ def test_param_groups_in_a_real_training_and_resume(tiny_dataset, tmp_path):
     resumed.add_callback("on_train_epoch_end", snapshot)
     resumed.train(resume=True)
     assert len(seen) == 1 and sum("nonlocal_lr_mult" in g for g in seen[0][:-1]) == 3
+
+
+def test_options_apply_to_every_block_family():
+    """init_gamma and the lr multiplier reach the sibling blocks of the table too (ContextBlock, LocalBlock)."""
+    from types import SimpleNamespace
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    context = pytest.importorskip("yolo_nonlocal.context_block")
+    d = _yaml(nonlocal_init_gamma=0.5, nonlocal_lr_mult=3)
+    rows = d["backbone"] + d["head"]
+    rows[17] = [-1, 1, "ContextBlock", []]
+    d["backbone"], d["head"] = rows[:11], rows[11:]
+    model = DetectionModel(d, verbose=False)
+    gc = model.model[17]
+    assert isinstance(gc, context.ContextBlock) and gc.init_gamma == 0.5
+    assert gc.transform_add[-1].weight.abs().sum() > 0  # switched on: the zero-init output layer was redrawn
+    fake = SimpleNamespace(args=SimpleNamespace(lr0=0.01, warmup_bias_lr=0.1, optimizer="SGD"), data={"nc": 80})
+    opt = BaseTrainer.build_optimizer(fake, model, name="SGD", lr=0.01, momentum=0.9, decay=1e-5)
+    block_ids = {id(p) for b in options.block_modules(model) for p in b.parameters()}
+    mine = [g for g in opt.param_groups if "nonlocal_lr_mult" in g]
+    assert {id(p) for g in mine for p in g["params"]} == block_ids and {id(p) for p in gc.parameters()} <= block_ids
+    assert all(g["lr"] == pytest.approx(0.03) and g["initial_lr"] == pytest.approx(0.03) for g in mine)
+    assert all(g["lr"] == pytest.approx(0.01) for g in opt.param_groups if "nonlocal_lr_mult" not in g)

@@ -124,10 +124,10 @@ def transfer_report(src: nn.Module, dst: nn.Module, mapping: dict[int, int] | No
     for k, v in src_sd.items():
         li = _layer(k)
         dk = k
+        src_block = li is not None and li < len(src_layers) and _is_block(src_layers[li])
         if mapping is not None and li is not None:
             if li not in mapping:
-                why = ("a block at a place where this model has none" if li < len(src_layers) and _is_block(src_layers[li])
-                       else "a layer this model has no counterpart for")
+                why = "a block at a place where this model has none" if src_block else "a layer without counterpart here"
                 dropped.setdefault(why, []).append(k)
                 continue
             parts = k.split(".")
@@ -135,7 +135,8 @@ def transfer_report(src: nn.Module, dst: nn.Module, mapping: dict[int, int] | No
             dk = ".".join(parts)
         w = dst_sd.get(dk)
         if w is None:
-            dropped.setdefault("not in this model", []).append(k)
+            why = "a block at a place where this model has none" if src_block else "not in this model"
+            dropped.setdefault(why, []).append(k)
         elif w.shape != v.shape:
             dropped.setdefault("shape differs (e.g. another class count)", []).append(
                 f"{k} {tuple(v.shape)} -> {tuple(w.shape)}")
