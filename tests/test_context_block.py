@@ -29,7 +29,8 @@ def _transform_ref(seq: torch.nn.Sequential, c: torch.Tensor) -> torch.Tensor:
     h = c @ conv1.weight.detach().double().flatten(1).T + conv1.bias.detach().double()
     mean = h.mean(dim=1, keepdim=True)
     var = ((h - mean) ** 2).mean(dim=1, keepdim=True)  # LayerNorm: biased variance over the hidden channels
-    h = (h - mean) / torch.sqrt(var + ln.eps) * ln.weight.detach().double().flatten() + ln.bias.detach().double().flatten()
+    h = (h - mean) / torch.sqrt(var + ln.eps)
+    h = h * ln.weight.detach().double().flatten() + ln.bias.detach().double().flatten()
     h = torch.where(h > 0, h, torch.zeros_like(h))
     return h @ conv2.weight.detach().double().flatten(1).T + conv2.bias.detach().double()
 
@@ -173,6 +174,16 @@ def test_onnx_export_matches_torch(fusion, pooling, opset):
     session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), block(x).detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_torchscript_trace_round_trip(tmp_path):
+    block = _randomise(ContextBlock(16, 4, "add_mul"))
+    traced = torch.jit.trace(block, (torch.randn(1, 16, 6, 7),))
+    path = tmp_path / "gc.torchscript"
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(2, 16, 6, 7)
+    torch.testing.assert_close(loaded(x), block(x), rtol=1e-5, atol=1e-5)
 
 
 def test_save_load_round_trip(tmp_path):

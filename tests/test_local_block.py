@@ -146,7 +146,8 @@ def test_onnx_export_matches_torch():
 def test_device_dtype_and_yaml_row():
     assert all(p.is_meta for p in LocalBlock(2048, device="meta").parameters())
     double = LocalBlock(32, dtype=torch.float64)
-    assert all(t.dtype == torch.float64 for t in itertools.chain(double.parameters(), double.buffers()) if t.is_floating_point())
+    tensors = [t for t in itertools.chain(double.parameters(), double.buffers()) if t.is_floating_point()]
+    assert tensors and all(t.dtype == torch.float64 for t in tensors)
     assert double(torch.randn(1, 32, 4, 4, dtype=torch.float64)).dtype == torch.float64
     # Ultralytics builds a row as Cls(c1, *args): [reduction, mode, hidden, kernel_size, init_gamma]
     row = LocalBlock(64, 4, "gaussian", None, 5, 1.0)

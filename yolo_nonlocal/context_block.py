@@ -11,9 +11,10 @@ position, and replaced the N x N pairwise weights by one query-independent map:
     z_i = x_i * 2 sigmoid(t')                         fusion by multiplication (``"mul"``); ``"add_mul"`` both
 
 W_k is a 1x1 convolution to one channel, LN a LayerNorm over the C/r bottleneck channels (the paper adds it
-to ease optimisation of the two-layer transform), r the ``reduction`` (paper: 16). ``pooling="avg"`` replaces
-the attention pooling by the plain spatial mean, which is the paper's SE-like ablation and, in this package,
-the control for "is the learned pooling map doing anything".
+to ease optimisation of the two-layer transform), r the ``reduction`` (the paper's detection results use
+16 and 4; 16, the lighter, is the default). ``pooling="avg"`` replaces the attention pooling by the plain
+spatial mean, which is the paper's SE-like ablation and, in this package, the control for "is the learned
+pooling map doing anything".
 
 Cost: the pooling is one 1x1 convolution to a single channel plus an N x C weighted sum; the transform runs
 on one vector per image. Compared with an embedded-Gaussian Non-local block at the same place there is no
@@ -28,7 +29,7 @@ N(0, init_gamma^2 / (C/r)), so that the added context term has a spread of about
 channel (the LayerNorm + ReLU hidden units have a mean square of 1/2) and every layer learns from the first
 step.
 
-Deviations from the official code (github.com/xvjcao/GCNet, mmcv's ``ContextBlock``), each for a reason:
+Deviations from the official code (github.com/xvjiarui/GCNet, mmcv's ``ContextBlock``), each for a reason:
 
 - multiplicative fusion uses 2 sigmoid(t') instead of sigmoid(t'): with the zero-initialised last layer the
   official form halves x at insertion, so a block inserted into a trained network would change its output;
@@ -43,7 +44,7 @@ Shapes: input and output (B, c1, H, W).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ class ContextBlock(nn.Module):
 
     Args:
         c1: input (and output) channels.
-        reduction: bottleneck factor r of the transform, ``c1 // reduction`` hidden channels (paper: 16);
+        reduction: bottleneck factor r of the transform, ``c1 // reduction`` hidden channels (paper: 16 or 4);
             at least 2 are needed, since a LayerNorm over one channel outputs a constant.
         fusion: ``"add"`` (paper's default, z = x + t), ``"mul"`` (z = x * 2 sigmoid(t')) or ``"add_mul"``
             (both, multiplication first; each has its own transform).

@@ -1,6 +1,6 @@
 """A same-place LOCAL control for the Non-local block: a residual bottleneck with the block's parameter count.
 
-    z = x + BN_3(W_3 SiLU(BN_2(W_2 SiLU(BN_1(W_1 x)))))    W_1: 1x1, c1 -> m1;  W_2: k x k, m1 -> m2;  W_3: 1x1, m2 -> c1
+    z = x + BN_3(W_3 SiLU(BN_2(W_2 SiLU(BN_1(W_1 x)))))    W_1: 1x1, c1 -> m1; W_2: k x k, m1 -> m2; W_3: 1x1, m2 -> c1
 
 What it controls for. Inserting a Non-local block adds two things at once: capacity (parameters, one more
 residual stage at that place) and reach (every output position sees the whole map). A gain from the block
@@ -143,7 +143,8 @@ class LocalBlock(nn.Module):
             check_positive_int("LocalBlock", "reduction", reduction)
             if mode not in MODES:
                 raise NonLocalConfigError(
-                    f"LocalBlock: unknown mode {mode!r} of the NonLocal block to match; expected one of {', '.join(MODES)}"
+                    f"LocalBlock: unknown mode {mode!r} of the NonLocal block to match; "
+                    f"expected one of {', '.join(MODES)}"
                 )
             if c1 // reduction < 1:
                 raise NonLocalConfigError(
@@ -193,5 +194,7 @@ class LocalBlock(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"LocalBlock expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.c1:
-            raise ValueError(f"LocalBlock(c1={self.c1}) got an input with {x.shape[1]} channels (shape {tuple(x.shape)})")
+            raise ValueError(
+                f"LocalBlock(c1={self.c1}) got an input with {x.shape[1]} channels (shape {tuple(x.shape)})"
+            )
         return x + self.cv3(self.cv2(self.cv1(x)))  # x first: the sum keeps x's memory layout
