@@ -85,9 +85,6 @@ class ContextBlock(nn.Module):
         x: (B, c1, H, W); output: same shape.
     """
 
-    # blocks pickled by a release without the option read this class default (the value they were built with)
-    init_gamma: float = 0.0
-
     def __init__(
         self,
         c1: int,

@@ -116,9 +116,6 @@ class LocalBlock(nn.Module):
         x: (B, c1, H, W); output: same shape.
     """
 
-    # blocks pickled by a release without the option read this class default (the value they were built with)
-    init_gamma: float = 0.0
-
     def __init__(
         self,
         c1: int,
