@@ -137,6 +137,14 @@ def test_zero_init_starves_the_pooling_and_init_gamma_feeds_it():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+def test_channels_last_layout_is_kept():
+    """A stock checkpoint predicts bit-identically with a fresh block only if the layout (and so rounding) is x's."""
+    x = torch.randn(2, 16, 6, 5).contiguous(memory_format=torch.channels_last)
+    fresh = ContextBlock(16, 4, "add_mul").eval()
+    assert torch.equal(fresh(x), x) and fresh(x).stride() == x.stride()
+    assert _randomise(ContextBlock(16, 4, "add_mul"))(x).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_init_gamma_sets_the_spread_of_the_context_term():
     """Documented: with init_gamma=g the added term has a spread of about g / sqrt(2) per channel."""
     torch.manual_seed(0)

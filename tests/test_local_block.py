@@ -162,6 +162,7 @@ def test_device_dtype_and_yaml_row():
         ({"c1": 8, "kernel_size": 4}, "kernel_size must be odd .* use 3 or 5"),
         ({"c1": 8, "hidden": 0}, "LocalBlock: hidden must be a positive int"),
         ({"c1": 8, "mode": "softmax"}, "unknown mode 'softmax' of the NonLocal block to match"),
+        ({"c1": 8, "mode": "softmax", "hidden": 4}, "unknown mode 'softmax'"),  # checked even when not used
         ({"c1": 3, "reduction": 4}, "reduction=4 at c1=3, has 0 bottleneck channels; use a reduction of at most 3"),
         ({"c1": 8, "init_gamma": float("nan")}, "LocalBlock: init_gamma must be a finite number"),
     ],

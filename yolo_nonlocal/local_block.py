@@ -136,13 +136,12 @@ class LocalBlock(nn.Module):
                 f"LocalBlock: kernel_size must be odd so that the output keeps the input's size, got {kernel_size}; "
                 f"use {kernel_size - 1} or {kernel_size + 1}"
             )
+        check_positive_int("LocalBlock", "reduction", reduction)
+        if mode not in MODES:
+            raise NonLocalConfigError(
+                f"LocalBlock: unknown mode {mode!r} of the NonLocal block to match; expected one of {', '.join(MODES)}"
+            )
         if hidden is None:
-            check_positive_int("LocalBlock", "reduction", reduction)
-            if mode not in MODES:
-                raise NonLocalConfigError(
-                    f"LocalBlock: unknown mode {mode!r} of the NonLocal block to match; "
-                    f"expected one of {', '.join(MODES)}"
-                )
             if c1 // reduction < 1:
                 raise NonLocalConfigError(
                     f"LocalBlock: the NonLocal block to match, reduction={reduction} at c1={c1}, has 0 bottleneck "
