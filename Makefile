@@ -38,7 +38,7 @@ $(UPSTREAM_STAMP): | $(BIN)/python
 	touch $@
 
 demo: install
-	$(BIN)/python -m yolo_nonlocal.tools.demo
+	$(BIN)/yolo-nonlocal demo
 
 # pytest exits 5 when it collects no test: that is a failure here, not a success.
 test: install $(UPSTREAM_STAMP)

@@ -51,7 +51,7 @@ def _batches(data_yaml: Path, batch: int, count: int, imgsz: int):
     images = sorted((root / spec["train"]).glob("*.png")) + sorted((root / spec["train"]).glob("*.jpg"))
     if len(images) < batch:
         raise SystemExit(f"{root / spec['train']} holds {len(images)} images, fewer than --batch {batch}")
-    from yolo_nonlocal.tools.attention_map import _letterbox
+    from yolo_nonlocal.tools.inference import letterbox as _letterbox
 
     for b in range(min(count, len(images) // batch)):
         imgs, idx, cls, boxes = [], [], [], []

@@ -303,5 +303,3 @@ def save(image: np.ndarray, amap: AttentionMap, project: str | Path, source: str
     np.save(npy, amap.weights)
     return png, npy
 
-
-_letterbox = letterbox  # the earlier private name, still imported by benchmarks/insertion_gradient.py
