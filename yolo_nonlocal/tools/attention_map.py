@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from yolo_nonlocal.tools.inference import input_size, letterbox, load_model, model_label, network_input, nonlocal_layers
+from yolo_nonlocal.tools.inference import input_size, load_model, model_label, network_input, nonlocal_layers
 
 __all__ = ["AttentionMap", "ColourScale", "attention_map", "colour_scale", "render", "draw", "output_stem", "save"]
 
