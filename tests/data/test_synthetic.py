@@ -181,11 +181,12 @@ def test_cli_reuse_refuse_force_and_errors(tmp_path):
         (["kind=context", f"out={out}", "max_size=40"], "max_size=40"),
         (["kind=context", f"out={out}", "n_train=ten"], "n_train='ten' must be an integer"),
         (["kind=context", f"out={out}", "colour=red"], "unknown argument 'colour'"),
-        (["kind=neutral", f"out={out}", "rule=count"], "rule= applies to kind=context only"),
-        (["kind=context"], "out=DIR is required"),
+        (["kind=neutral", f"out={out}", "rule=count"], "rule= applies to kind=context and kind=farcue only"),
+        (["kind=context"], "missing out="),
     ):
         r = subprocess.run([*CLI, "make-dataset", *bad], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr, (bad, r.stderr)
+        assert r.stderr.startswith("yolo-nonlocal make-dataset: error: "), r.stderr
     r = subprocess.run([*CLI, "make-dataset", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "kind=context|neutral" in r.stdout
 
@@ -353,3 +354,25 @@ def test_farcue_config_and_cli_errors(tmp_path):
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["synthetic"]["rule"] == "far"
+
+
+def test_a_failed_write_leaves_nothing_and_a_narrow_strip_is_refused_before_writing(tmp_path, monkeypatch):
+    from yolo_nonlocal.data import synthetic
+
+    real = synthetic.generate_image
+
+    def failing(cfg, split, index):
+        if split == "val":
+            raise OSError("disk full (simulated)")
+        return real(cfg, split, index)
+
+    monkeypatch.setattr(synthetic, "generate_image", failing)
+    cfg = SyntheticConfig(kind="neutral", rule=None, n_train=3, n_val=2)
+    with pytest.raises(OSError, match="simulated"):
+        make_dataset(tmp_path / "ds", cfg, progress=False)
+    assert not (tmp_path / "ds").exists(), "the incomplete folder is removed"
+    monkeypatch.setattr(synthetic, "generate_image", real)
+    assert make_dataset(tmp_path / "ds", cfg, progress=False).is_file(), "the same command then simply works"
+    with pytest.raises(ValueError, match=r"too narrow for rule=far: a 16 px target needs 760 px .*imgsz=832 or more"):
+        make_dataset(tmp_path / "narrow", SyntheticConfig(kind="farcue", rule="far", imgsz=512), progress=False)
+    assert not (tmp_path / "narrow").exists()

@@ -50,7 +50,7 @@ drawn from its own generator seeded by ``(seed, split, i)``, so it is the same w
 ``synthetic`` (the generator settings) and ``train_args`` (augmentations that would break the rule --
 mosaic, translate, scale, colour jitter -- switched off; ``yolo-nonlocal compare`` applies them).
 
-Command line (``yolo-nonlocal make-dataset``)::
+Command line (``yolo-nonlocal make-dataset``, :mod:`yolo_nonlocal.cli.make_dataset`)::
 
     yolo-nonlocal make-dataset kind=context out=datasets/context n_train=800 n_val=300 imgsz=256 seed=0
     yolo-nonlocal make-dataset kind=neutral out=datasets/neutral
@@ -77,11 +77,12 @@ __all__ = [
     "Sample",
     "generate_sample",
     "farcue_reach",
+    "check_farcue_geometry",
     "GENERATOR_VERSION",
     "SyntheticConfig",
     "generate_image",
     "make_dataset",
-    "cli",
+    "load_data_yaml",
 ]
 
 GENERATOR_VERSION = 1
@@ -138,6 +139,7 @@ TRAIN_ARGS = {
 FARCUE_TRAIN_ARGS = {**TRAIN_ARGS, "rect": True}
 
 _CUE_SIZE = (20, 28)  # farcue: the cue square's side, drawn uniformly in this range (px)
+_CUE_INSET = (2, 18)  # farcue: the cue's distance from its end of the strip (px)
 _SPLIT_CODE = {"train": 0, "val": 1}
 _KIND_CODE = {"context": 0, "neutral": 1, "farcue": 2}
 _NEW_FIELDS = {"height": None, "counterfactual": False, "rf_model": None}  # left out of settings() when unset
@@ -177,7 +179,7 @@ class SyntheticConfig:
         if self.kind == "context" and self.rule not in RULES:
             raise ValueError(f"rule={self.rule!r} is not supported for kind=context; use one of {', '.join(RULES)}")
         if self.kind == "neutral" and self.rule is not None:
-            raise ValueError("rule= applies to kind=context only; leave it out for kind=neutral")
+            raise ValueError("rule= applies to kind=context and kind=farcue only; leave it out for kind=neutral")
         for name in ("n_train", "n_val"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (Ultralytics needs images in both splits)")
@@ -389,6 +391,30 @@ def farcue_reach(cfg: SyntheticConfig) -> float:
     return rf.guaranteed_reach(cfg.rf_model) - 16.0
 
 
+def _target_offsets(cfg: SyntheticConfig, reach: float, s: int, cue_inner_edge: int) -> tuple[int, int]:
+    """Range of distances from the cue's inner edge (at ``cue_inner_edge`` px from its end of the strip) at
+    which a target of side ``s`` may start: far: beyond reach + 6 s (the anchors that can detect the target
+    or suppress its detection in NMS start 6 s before it); near: within _NEAR_SPAN px."""
+    if cfg.rule == "far":
+        return int(np.ceil(reach + 6 * s + _FAR_SLACK)), cfg.width - 2 - s - cue_inner_edge
+    return 4, _NEAR_SPAN
+
+
+def check_farcue_geometry(cfg: SyntheticConfig) -> float:
+    """Raise ValueError when the strip cannot hold the rule for the largest target and the innermost cue;
+    returns the reach used (pixels)."""
+    if cfg.kind != "farcue":
+        raise ValueError(f"kind={cfg.kind!r}: only farcue has a cue geometry")
+    reach = farcue_reach(cfg)
+    lo, hi = _target_offsets(cfg, reach, cfg.max_size, _CUE_INSET[1] + _CUE_SIZE[1])
+    if hi < lo:
+        raise ValueError(
+            f"imgsz={cfg.width} is too narrow for rule={cfg.rule}: a {cfg.max_size} px target needs {lo} px from the cue "
+            f"({cfg.rf_model}'s reach {reach:.0f} px); use a wider strip (imgsz={-(-(cfg.width + lo - hi) // 32) * 32} or more)"
+        )
+    return reach
+
+
 def _farcue_image(rng: np.random.Generator, cfg: SyntheticConfig, cue_class: int, reach: float) -> Sample:
     from yolo_nonlocal.data import receptive_field as rf
 
@@ -396,7 +422,7 @@ def _farcue_image(rng: np.random.Generator, cfg: SyntheticConfig, cue_class: int
     img = _strip_background(rng, W, H)
     side = int(rng.integers(0, 2))  # 0: the cue at the left end, 1: at the right end
     cs = int(rng.integers(_CUE_SIZE[0], _CUE_SIZE[1] + 1))
-    inset = int(rng.integers(2, 19))
+    inset = int(rng.integers(_CUE_INSET[0], _CUE_INSET[1] + 1))
     cx0 = inset if side == 0 else W - inset - cs
     cy0 = int(rng.integers(2, H - cs - 1))
     cue_box = (cx0, cy0, cx0 + cs, cy0 + cs)
@@ -404,18 +430,10 @@ def _farcue_image(rng: np.random.Generator, cfg: SyntheticConfig, cue_class: int
     sizes = [int(rng.integers(cfg.min_size, cfg.max_size + 1)) for _ in range(n)]
     boxes: list[tuple[int, int, int, int]] = []
     for s in sizes:
-        # columns measured from the cue's inner edge: far: beyond reach + 6 s (the anchors that can detect a
-        # target of width s, or suppress its detection in NMS, start 6 s before it), near: within _NEAR_SPAN px
-        if cfg.rule == "far":
-            lo_off = int(np.ceil(reach + 6 * s + _FAR_SLACK))
-            hi_off = W - 2 - s - (cx0 + cs if side == 0 else W - cx0)
-        else:
-            lo_off, hi_off = 4, _NEAR_SPAN
+        lo_off, hi_off = _target_offsets(cfg, reach, s, cx0 + cs if side == 0 else W - cx0)
         if hi_off < lo_off:
-            raise ValueError(
-                f"imgsz={W} is too narrow for rule={cfg.rule}: the targets need {lo_off} px from the cue "
-                f"({cfg.rf_model}'s reach {reach:.0f} px); use a wider strip"
-            )
+            check_farcue_geometry(cfg)  # raises with the advice
+            raise ValueError(f"imgsz={W}: no room for a {s} px target at rule={cfg.rule}")
         for _ in range(400):
             off = int(rng.integers(lo_off, hi_off + 1))
             x0 = cx0 + cs + off if side == 0 else cx0 - off - s
@@ -489,6 +507,8 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
 
     out = Path(out)
     data_yaml = out / "data.yaml"
+    if cfg.kind == "farcue":  # before anything is touched: a strip too narrow for the rule fails here
+        check_farcue_geometry(cfg)
     if out.exists() and any(out.iterdir()):
         existing = None
         if data_yaml.is_file():
@@ -509,116 +529,35 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
             raise FileExistsError(
                 f"{out} is not empty and does not hold this exact dataset "
                 f"({'different settings' if existing else 'no synthetic data.yaml'}); "
-                "choose another out= or pass --force to replace its images/, labels/ and data.yaml"
+                "choose another out= or pass force=True (--force) to replace its images/, labels/ and data.yaml"
             )
         for d in ("images", "labels"):
             shutil.rmtree(out / d, ignore_errors=True)
         data_yaml.unlink(missing_ok=True)
-    for split, n in (("train", cfg.n_train), ("val", cfg.n_val)):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            img, objects = generate_image(cfg, split, i)
-            stem = f"{i:06d}"  # numeric stems: Ultralytics' COCO JSON then uses them as integer image ids
-            if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), img[:, :, ::-1]):
-                raise OSError(f"could not write {out / 'images' / split / (stem + '.png')}")
-            (out / "labels" / split / f"{stem}.txt").write_text(_yolo_rows(objects, cfg.width, cfg.image_height))
-            if progress and ((i + 1) % 100 == 0 or i + 1 == n):
-                print(f"make-dataset: {cfg.kind} {split} {i + 1}/{n}", file=sys.stderr, end="\r")
-        if progress:
-            print(file=sys.stderr)
+    try:
+        for split, n in (("train", cfg.n_train), ("val", cfg.n_val)):
+            (out / "images" / split).mkdir(parents=True, exist_ok=True)
+            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img, objects = generate_image(cfg, split, i)
+                stem = f"{i:06d}"  # numeric stems: Ultralytics' COCO JSON then uses them as integer image ids
+                if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), img[:, :, ::-1]):
+                    raise OSError(f"could not write {out / 'images' / split / (stem + '.png')}")
+                (out / "labels" / split / f"{stem}.txt").write_text(_yolo_rows(objects, cfg.width, cfg.image_height))
+                if progress and ((i + 1) % 100 == 0 or i + 1 == n):
+                    print(f"make-dataset: {cfg.kind} {split} {i + 1}/{n}", file=sys.stderr, end="\r")
+            if progress:
+                print(file=sys.stderr)
+    except BaseException:
+        # what this call wrote is incomplete: remove it, so the same command can simply be run again
+        for d in ("images", "labels"):
+            shutil.rmtree(out / d, ignore_errors=True)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     # data.yaml last: its presence (with these settings) marks a complete dataset
     data_yaml.write_text(yaml.safe_dump(_data_yaml(cfg), sort_keys=False))
     return data_yaml
-
-
-_USAGE = """usage: yolo-nonlocal make-dataset kind=context|neutral|farcue out=DIR [n_train=800] [n_val=300]
-                                  [imgsz=256] [seed=0] [rule=singleton|count|far|near] [min_size=6]
-                                  [max_size=16] [p_negative=0.1] [height=64] [counterfactual=False]
-                                  [rf_model=yolov8n.yaml] [--force]
-
-Write a deterministic synthetic small-object dataset (PNG images, YOLO labels, data.yaml) under DIR.
-  kind=context   tiny coloured squares; rule=singleton labels the one whose colour occurs exactly once
-                 in the image, rule=count labels every square with how often its colour occurs
-  kind=neutral   tiny squares/disks/crosses, all labelled: no long-range cue (the control set)
-  kind=farcue    the positive control: imgsz x height strips (default 1024 x 64), small targets whose class
-                 is the colour of one cue; rule=far puts the cue beyond every output cell's reach of
-                 rf_model (asserted), rule=near within it; counterfactual=True repaints only the cue
-                 and flips the labels. Train with rect=True at imgsz = the strip width.
-Objects are min_size..max_size px (4..24). Rerunning with the same settings reuses the folder;
---force replaces a folder holding a different dataset. See docs/datasets.md."""
-
-_INT_KEYS = {"n_train", "n_val", "imgsz", "seed", "min_size", "max_size", "height"}
-_FLOAT_KEYS = {"p_negative"}
-_BOOL_KEYS = {"counterfactual"}
-_STR_KEYS = {"kind", "rule", "out", "rf_model"}
-
-
-def _parse(argv: list[str]) -> tuple[dict, set[str]]:
-    kv: dict = {}
-    flags: set[str] = set()
-    for arg in argv:
-        if arg.startswith("--"):
-            if arg not in {"--force", "--help", "--quiet"}:
-                raise ValueError(f"unknown flag {arg!r}; known flags: --force, --quiet, --help")
-            flags.add(arg)
-            continue
-        if arg in {"-h", "help"}:
-            flags.add("--help")
-            continue
-        key, sep, value = arg.partition("=")
-        if not sep or not key or not value:
-            raise ValueError(f"argument {arg!r} is not key=value (for example n_train=800)")
-        if key not in _INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS:
-            known = ", ".join(sorted(_INT_KEYS | _FLOAT_KEYS | _STR_KEYS | _BOOL_KEYS))
-            raise ValueError(f"unknown argument {key!r}; known: {known}")
-        if key in kv:
-            raise ValueError(f"argument {key!r} is given twice")
-        if key in _BOOL_KEYS:
-            from yolo_nonlocal.utils.env import parse_bool
-
-            try:
-                kv[key] = parse_bool(value)
-            except ValueError:
-                raise ValueError(f"{key}={value!r} is not a boolean; use {key}=True or {key}=False") from None
-            continue
-        try:
-            kv[key] = int(value) if key in _INT_KEYS else float(value) if key in _FLOAT_KEYS else value
-        except ValueError:
-            kind = "an integer" if key in _INT_KEYS else "a number"
-            raise ValueError(f"{key}={value!r} must be {kind}") from None
-    return kv, flags
-
-
-def cli(argv: list[str]) -> int:
-    """``yolo-nonlocal make-dataset``: write a synthetic dataset; prints the data.yaml path."""
-    try:
-        kv, flags = _parse(list(argv))
-    except ValueError as e:
-        print(f"make-dataset: {e}\n\n{_USAGE}", file=sys.stderr)
-        return 2
-    if "--help" in flags:
-        print(_USAGE)
-        return 0
-    if "out" not in kv:
-        print(f"make-dataset: out=DIR is required\n\n{_USAGE}", file=sys.stderr)
-        return 2
-    out = kv.pop("out")
-    kind = kv.get("kind", "context")
-    if kind == "context":
-        kv.setdefault("rule", "singleton")
-    elif kind == "farcue":
-        kv.setdefault("rule", "far")
-    else:
-        kv.setdefault("rule", None)
-    try:
-        cfg = SyntheticConfig(**kv)
-        path = make_dataset(out, cfg, force="--force" in flags, progress="--quiet" not in flags)
-    except (ValueError, FileExistsError, OSError) as e:  # CueInReachError is a ValueError
-        print(f"make-dataset: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
 
 
 def load_data_yaml(path: str | Path) -> dict:
@@ -630,6 +569,3 @@ def load_data_yaml(path: str | Path) -> dict:
         raise FileNotFoundError(f"data={path} does not exist; pass the data.yaml of a YOLO dataset")
     return yaml.safe_load(path.read_text()) or {}
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli(sys.argv[1:]))
