@@ -67,6 +67,37 @@ except ValueError as e:
     assert "NonLocal row" in str(e) and "softmax" in str(e), e
 else:
     raise AssertionError("bad row accepted")
+# block options: gamma at build, the lr multiplier's param groups in this release's build_optimizer
+import copy, importlib, math, time, types
+from ultralytics.engine.trainer import BaseTrainer
+d = copy.deepcopy(tasks.yaml_model_load({stock!r} + "-nl.yaml"))
+d.update(nonlocal_init_gamma=0.5, nonlocal_lr_mult=4)
+m = DetectionModel(d, verbose=False)
+blocks = [b for b in m.modules() if isinstance(b, NonLocal)]
+assert all(float(b.w_z[1].weight.detach().min()) == 0.5 for b in blocks)
+fake = types.SimpleNamespace(args=types.SimpleNamespace(lr0=0.01, warmup_bias_lr=0.1, optimizer="SGD"), data={{"nc": 80}})
+opt = BaseTrainer.build_optimizer(fake, m, name="SGD", lr=0.01, momentum=0.9, decay=1e-5)
+mine = [g for g in opt.param_groups if "nonlocal_lr_mult" in g]
+assert {{id(p) for g in mine for p in g["params"]}} == {{id(p) for b in blocks for p in b.parameters()}}
+assert all(abs(g["lr"] - 0.04) < 1e-12 for g in mine) and len(opt.param_groups) == 6
+# results.csv of a resumed run follows its (padded, on 8.3) header
+csv_path = __import__("pathlib").Path("results.csv")
+t = types.SimpleNamespace(csv=csv_path, epoch=0, train_time_start=time.time(),
+                          validator=types.SimpleNamespace(args=types.SimpleNamespace(task="detect")))
+BaseTrainer.save_metrics.__wrapped__(t, {{"train/box_loss": 1.5, "val/box_loss": 1.25}})
+t.epoch = 1
+BaseTrainer.save_metrics(t, {{"train/box_loss": 1.5, "coco/AP": 0.5, "val/box_loss": 1.25}})
+lines = [l.split(",") for l in csv_path.read_text().splitlines()]
+assert [len(l) for l in lines] == [len(lines[0])] * 3 and [c.strip() for c in lines[0]][-6] == "coco/AP", lines
+assert float(lines[2][lines[0].index(next(c for c in lines[0] if c.strip() == "val/box_loss"))]) == 1.25, lines
+# every patch survives a reload, and unregister / register round-trip
+import yolo_nonlocal
+importlib.reload(tasks)
+assert sum(isinstance(b, NonLocal) for b in tasks.DetectionModel({stock!r} + "-nl.yaml", verbose=False).modules()) == 2
+yolo_nonlocal.unregister()
+assert "NonLocal" not in vars(tasks) and not hasattr(tasks.parse_model, "__yolo_nonlocal_patch__")
+yolo_nonlocal.register()
+assert tasks.DetectionModel({stock!r} + "-nl.yaml", verbose=False) is not None
 print("OK", ultralytics.__version__)
 """
 
