@@ -40,6 +40,7 @@ ARGS = (
     Arg("height", int, None, help="farcue: strip height, a multiple of 32 (default 64)"),
     Arg("counterfactual", bool, False, help="farcue: the same images with only the cue repainted, labels flipped"),
     Arg("rf_model", str, None, help="farcue: the conv-only baseline whose reach the cue must exceed (yolov8n.yaml)"),
+    Arg("reach_slack", float, None, help="farcue rule=far: px kept beyond rf_model's reach (default 64)"),
     Arg("force", bool, False, help="replace a folder that holds a different dataset (only images/, labels/, data.yaml)"),
     Arg("quiet", bool, False, help="no progress output"),
 )

@@ -28,15 +28,17 @@ does needs a task where it *should* matter next to one where it should not. Two 
     (``orange_cue`` or ``blue_cue``, a fair coin per image drawn from its own stream, so nothing else in the
     image depends on it). ``rule="far"``: the targets are placed farther from the cue than the largest
     receptive-field reach of any output cell of ``rf_model`` (default yolov8n, computed from the model's
-    layers by :mod:`yolo_nonlocal.data.receptive_field`), counted from every anchor that can detect a
-    target at IoU >= 0.5 or suppress such a detection in NMS; the generator asserts it for every image. No output cell of the baseline that
-    can detect a target sees the cue, so whatever it trains its class scores cannot depend on the rule: its
-    AP is capped at the rule-blind level. ``rule="near"``: the same images' ingredients with the targets
-    within the smallest reach of the P3 cells (asserted), so the rule is learnable by the baseline.
-    ``counterfactual=True``: the same images with only the cue repainted in the other colour and the
-    labels flipped (a model that uses the cue must follow it). Train and validate at ``imgsz`` = the
-    strip width with ``rect=True`` (Ultralytics then keeps the strip shape instead of letterboxing it
-    into a square); the data.yaml's ``train_args`` say so.
+    layers by :mod:`yolo_nonlocal.data.receptive_field`) plus ``reach_slack`` (64 px by default, so that a
+    conv-only arm with one more 3x3 layer at P5, such as the LocalBlock control, is capped too), counted
+    from every anchor that can detect a target at IoU >= 0.5 or suppress such a detection in NMS; the
+    generator asserts it for every image. No output cell of the baseline that can detect a target sees the
+    cue, so whatever it trains, its class scores cannot depend on the rule: its AP is capped at the
+    rule-blind level. ``rule="near"``: the same ingredients with the targets within the smallest reach of
+    the P3 cells (asserted), so the rule is learnable by the baseline. ``counterfactual=True``: the same
+    images with only the cue repainted in the other colour and the labels flipped (a model that uses the
+    cue must follow it). Train and validate at ``imgsz`` = the strip width with ``rect=True`` (Ultralytics
+    then keeps the strip shape instead of letterboxing it into a square); the data.yaml's ``train_args``
+    say so.
 
 ``neutral``
     Tiny filled squares, disks and crosses (classes ``square``, ``disk``, ``cross``) in random colours,
@@ -142,7 +144,7 @@ _CUE_SIZE = (20, 28)  # farcue: the cue square's side, drawn uniformly in this r
 _CUE_INSET = (2, 18)  # farcue: the cue's distance from its end of the strip (px)
 _SPLIT_CODE = {"train": 0, "val": 1}
 _KIND_CODE = {"context": 0, "neutral": 1, "farcue": 2}
-_NEW_FIELDS = {"height": None, "counterfactual": False, "rf_model": None}  # left out of settings() when unset
+_NEW_FIELDS = {"height": None, "counterfactual": False, "rf_model": None, "reach_slack": None}  # left out of settings() when unset
 _FAR_SLACK = 1.0  # px beyond the reach the far targets keep (tests lower it to show the assertion fires)
 _NEAR_SPAN = 160  # near rule: targets start within this many px of the cue's edge
 
@@ -164,6 +166,7 @@ class SyntheticConfig:
     height: int | None = None  # farcue: the strip height (default 64)
     counterfactual: bool = False  # farcue: repaint the cue in the other colour and flip the labels
     rf_model: str | None = None  # farcue: the baseline whose reach the cue must exceed (default yolov8n.yaml)
+    reach_slack: float | None = None  # farcue/far: px kept beyond rf_model's reach (default 64: two P5 cells)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -174,8 +177,8 @@ class SyntheticConfig:
             object.__setattr__(self, "version", FARCUE_VERSION if self.kind == "farcue" else GENERATOR_VERSION)
         if self.kind == "farcue":
             self._check_farcue()
-        elif self.height is not None or self.counterfactual or self.rf_model is not None:
-            raise ValueError("height=, counterfactual= and rf_model= apply to kind=farcue only")
+        elif self.height is not None or self.counterfactual or self.rf_model is not None or self.reach_slack is not None:
+            raise ValueError("height=, counterfactual=, rf_model= and reach_slack= apply to kind=farcue only")
         if self.kind == "context" and self.rule not in RULES:
             raise ValueError(f"rule={self.rule!r} is not supported for kind=context; use one of {', '.join(RULES)}")
         if self.kind == "neutral" and self.rule is not None:
@@ -199,6 +202,10 @@ class SyntheticConfig:
             object.__setattr__(self, "height", 64)
         if self.rf_model is None:
             object.__setattr__(self, "rf_model", "yolov8n.yaml")
+        if self.reach_slack is None:
+            object.__setattr__(self, "reach_slack", 64.0)
+        if not 0 <= float(self.reach_slack) <= 1024:
+            raise ValueError(f"reach_slack={self.reach_slack} must be within 0..1024 px")
         if not isinstance(self.counterfactual, bool):
             raise ValueError(f"counterfactual={self.counterfactual!r} must be True or False")
         if not (512 <= self.imgsz <= 4096 and self.imgsz % 32 == 0):
@@ -381,12 +388,14 @@ def _strip_background(rng: np.random.Generator, width: int, height: int) -> np.n
 
 
 def farcue_reach(cfg: SyntheticConfig) -> float:
-    """The distance the far rule keeps: ``rf_model``'s largest output-cell reach (``rule="far"``), or the
-    smallest reach every P3 input cell is guaranteed to have (``rule="near"``), in pixels."""
+    """The distance the far rule keeps: ``rf_model``'s largest output-cell reach plus ``reach_slack``
+    (``rule="far"``; the slack, two P5 cells by default, also caps a conv-only arm with one more 3x3 layer at
+    P5, such as the same-place LocalBlock control), or the smallest reach every P3 input cell is guaranteed
+    to have (``rule="near"``), in pixels."""
     from yolo_nonlocal.data import receptive_field as rf
 
     if cfg.rule == "far":
-        return rf.baseline_reach(cfg.rf_model)
+        return rf.baseline_reach(cfg.rf_model) + float(cfg.reach_slack)
     # a target's centre is at most half a P5 cell from the anchor of some cell of each level
     return rf.guaranteed_reach(cfg.rf_model) - 16.0
 
@@ -410,7 +419,7 @@ def check_farcue_geometry(cfg: SyntheticConfig) -> float:
     if hi < lo:
         raise ValueError(
             f"imgsz={cfg.width} is too narrow for rule={cfg.rule}: a {cfg.max_size} px target needs {lo} px from the cue "
-            f"({cfg.rf_model}'s reach {reach:.0f} px); use a wider strip (imgsz={-(-(cfg.width + lo - hi) // 32) * 32} or more)"
+            f"({cfg.rf_model}'s reach + reach_slack = {reach:.0f} px); use a wider strip (imgsz={-(-(cfg.width + lo - hi) // 32) * 32} or more)"
         )
     return reach
 
