@@ -20,7 +20,8 @@ Arms (--arms): baseline (MODEL.yaml); nl (MODEL-nl.yaml as shipped); nl-g<G>[-lr
 with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set, written to OUT/models/); gc[-g..]
 [-lr..] and local[-g..][-lr..] (MODEL-gc.yaml / MODEL-local.yaml when installed, else the -nl YAML with
 GCNet's ContextBlock / the parameter-matched LocalBlock control in its NonLocal rows); yolo11n, yolo12n,
-yolo26n (peers); any path to a model YAML.
+yolo26n (peers), p2 and nl-p2 (MODEL-p2.yaml, MODEL-nl-p2.yaml: the stride-4 head rows; peers and p2 arms
+train from scratch only, as no checkpoint of theirs exists); any path to a model YAML.
 
 Per run: best checkpoint (Ultralytics' best.pt, chosen on the validation split) scored on the test split with
 COCO AP (yolo_nonlocal.metrics.coco); for farcue also on the counterfactual test set (the same images with
@@ -226,11 +227,13 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         return Arm(name, str(path))
     if name in PEERS:
         return Arm(name, f"{name}.yaml", peer=True)
+    if name in ("p2", "nl-p2"):  # the stride-4 head rows: another layer layout, so from scratch only
+        return Arm(name, f"{model}-{name}.yaml", peer=True)
     if name.endswith((".yaml", ".yml")):
         if not Path(name).is_file() and not _loadable(name):
             raise FileNotFoundError(f"--arms {name}: no such model YAML")
         return Arm(Path(name).stem, str(Path(name).resolve()) if Path(name).is_file() else name)
-    raise ValueError(f"unknown arm {name!r}; use baseline, nl|gc|local[-g<G>][-lr<M>], {', '.join(PEERS)} or a .yaml")
+    raise ValueError(f"unknown arm {name!r}; use baseline, nl|gc|local[-g<G>][-lr<M>], p2, nl-p2, {', '.join(PEERS)} or a .yaml")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -518,7 +521,7 @@ def execute(args: argparse.Namespace) -> dict:
         is_farcue = TASKS[task]["kind"] == "farcue"
         pretrained: dict[int, str] = {}
         for r in [r for r in runs if r["task"] == task]:
-            arm = next((a for a in arms if a.name == r["arm"]), None) if r["protocol"] != "pretrain" else arms[0]
+            arm = next(a for a in arms if a.name == r["arm"])  # the pretraining's arm is the baseline
             run_kw = {**kw, "epochs": r["epochs"]}
             if r["protocol"] == "finetune":
                 run_kw["pretrained"] = pretrained[r["seed"]]
@@ -728,8 +731,8 @@ def main(argv: list[str] | None = None) -> int:
                     list(range(args.seed0, args.seed0 + args.seeds)), args)  # fmt: skip
         for r in runs:
             print(f"{r['task']:<12} {r['protocol']:<9} {r['arm']:<14} seed {r['seed']}  {r['epochs']} epochs")
-        shared = sum(1 for r in runs if r["protocol"] == "scratch" and r["arm"] == "baseline" and r["epochs"] == args.pretrain_epochs
-                     and "finetune" in args.protocols)  # fmt: skip
+        shared = sum(1 for r in runs if r["protocol"] == "scratch" and r["arm"] == "baseline"
+                     and r["epochs"] == args.pretrain_epochs and "finetune" in args.protocols.split(","))  # fmt: skip
         print(f"{len(runs) - shared} training runs ({shared} scratch baselines shared with the pretraining)")
         for a in arms:
             if a.note:
