@@ -14,14 +14,17 @@ This module parses the command line and prints; the work is done by
 from __future__ import annotations
 
 import sys
-from typing import Callable, Dict, List, Tuple
+from collections.abc import Callable
 
 from yolo_nonlocal.cli.args import Arg, error, run
+from yolo_nonlocal.integrations.yolov5.tree import (  # standard library only
+    FLAVOURS,
+    PatchError,
+)
 
 VERBS = ("patch", "unpatch", "status")
-FLAVOURS = ("yolov5", "yolov7")  # as yolo_nonlocal.integrations.yolov5.FLAVOURS, without importing it here
 PATH = Arg("path", str, ".", "root of the YOLOv5/YOLOv7 clone, the folder with models/yolo.py (may be given bare)")
-SPECS: Dict[str, List[Arg]] = {
+SPECS: dict[str, list[Arg]] = {
     "patch": [
         PATH,
         Arg("dry_run", bool, False, "print the unified diff (git format) and change nothing"),
@@ -44,10 +47,10 @@ LEGACY_FLAGS = {"patch": {"--dry-run": "dry_run=True"}, "unpatch": {"--keep-edit
 LEGACY_OPTIONS = ("--flavour", "--flavor")
 
 
-def _legacy(verb: str, argv: List[str]) -> Tuple[List[str], List[str]]:
+def _legacy(verb: str, argv: list[str]) -> tuple[list[str], list[str]]:
     """``argv`` with patch's old ``--flavour X`` / ``--flavour=X`` as ``flavour=X``; and the old forms seen."""
-    out: List[str] = []
-    seen: List[str] = []
+    out: list[str] = []
+    seen: list[str] = []
     it = iter(range(len(argv)))
     for i in it:
         arg = argv[i]
@@ -124,7 +127,7 @@ def _status(path: str) -> int:
     return 0
 
 
-ACTIONS: Dict[str, Callable[..., int]] = {"patch": _patch, "unpatch": _unpatch, "status": _status}
+ACTIONS: dict[str, Callable[..., int]] = {"patch": _patch, "unpatch": _unpatch, "status": _status}
 
 
 def main(argv: list[str]) -> int:
@@ -143,7 +146,5 @@ def main(argv: list[str]) -> int:
         new = LEGACY_FLAGS[verb].get(flag, "flavour=...")
         print(f"yolo-nonlocal yolov5 {verb}: note: {flag} is the old form of {new}; it goes in the next release",
               file=sys.stderr)
-    from yolo_nonlocal.integrations.yolov5.tree import PatchError
-
     return run(f"yolov5 {verb}", rest, SPECS[verb], ACTIONS[verb], description=DESCRIPTIONS[verb],
                positional="path", aliases=LEGACY_FLAGS[verb], errors=(PatchError, ValueError, OSError))

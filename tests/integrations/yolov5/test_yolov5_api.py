@@ -10,9 +10,16 @@ import shutil
 import subprocess
 
 import pytest
-from yolov5_trees import LAYOUTS, cli, expected_yamls, snapshot, tree_dirs, tree_root, write_tree
+from yolov5_trees import (
+    LAYOUTS,
+    cli,
+    expected_yamls,
+    snapshot,
+    tree_dirs,
+    tree_root,
+    write_tree,
+)
 
-from yolo_nonlocal.integrations.yolov5.yamls import yaml_modules
 from yolo_nonlocal.integrations.yolov5 import (
     MARKER,
     STATE_DIR,
@@ -25,6 +32,7 @@ from yolo_nonlocal.integrations.yolov5 import (
     unpatch,
     unpatch_source,
 )
+from yolo_nonlocal.integrations.yolov5.yamls import yaml_modules
 
 
 def test_dry_run_prints_a_diff_that_git_applies_and_changes_nothing(tmp_path, layout, capsys):

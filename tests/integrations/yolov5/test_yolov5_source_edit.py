@@ -13,8 +13,18 @@ import sys
 import pytest
 from yolov5_trees import LAYOUTS, run_cli, snapshot, tree_dirs, tree_root, write_tree
 
-from yolo_nonlocal.integrations.yolov5 import YOLO_PY, PatchError, detect_flavour, patch, unpatch
-from yolo_nonlocal.integrations.yolov5.source_edit import marked_lines, patch_source, unpatch_source
+from yolo_nonlocal.integrations.yolov5 import (
+    YOLO_PY,
+    PatchError,
+    detect_flavour,
+    patch,
+    unpatch,
+)
+from yolo_nonlocal.integrations.yolov5.source_edit import (
+    marked_lines,
+    patch_source,
+    unpatch_source,
+)
 
 
 def test_detect_flavour(tmp_path, layout):

@@ -19,8 +19,18 @@ from pathlib import Path
 import pytest
 from yolov5_trees import snapshot, tree_dirs, write_tree
 
-from yolo_nonlocal.integrations.yolov5 import STATE_DIR, YOLO_PY, PatchError, patch, unpatch
-from yolo_nonlocal.integrations.yolov5.transaction import KEEP_SUFFIX, TEMP_SUFFIX, Transaction
+from yolo_nonlocal.integrations.yolov5 import (
+    STATE_DIR,
+    YOLO_PY,
+    PatchError,
+    patch,
+    unpatch,
+)
+from yolo_nonlocal.integrations.yolov5.transaction import (
+    KEEP_SUFFIX,
+    TEMP_SUFFIX,
+    Transaction,
+)
 
 
 def leftovers(root: Path) -> list[str]:
@@ -92,6 +102,35 @@ def test_rollback_restores_the_very_same_file_mode_owner_and_times(tmp_path, mon
     monkeypatch.setattr(os, "replace", real)
     assert meta(yolo) == original  # inode, owner, group, mode and mtime: the original file itself
     assert not leftovers(root) and not (root / STATE_DIR).exists()
+
+
+def test_rollback_without_hard_links_restores_content_mode_and_times(tmp_path, monkeypatch):
+    """Where hard links are refused (EPERM on some file systems), the original comes back from memory."""
+    root = write_tree(tmp_path / "clone", "yolov5-star")
+    yolo = root / YOLO_PY
+    yolo.chmod(0o664)
+    os.utime(yolo, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before, original = snapshot(root), meta(yolo)
+
+    def no_link(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    real = os.replace
+    calls = []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.EIO, "Input/output error", dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(PatchError, match="every file was put back"):
+        patch(root)
+    monkeypatch.setattr(os, "replace", real)
+    assert snapshot(root) == before and meta(yolo)[1:] == original[1:]  # a new inode, all else the same
+    assert not leftovers(root)
 
 
 def test_a_failed_temporary_write_leaves_no_file_behind(tmp_path, monkeypatch):
@@ -181,7 +220,7 @@ def test_full_disk_at_every_point_leaves_the_tree_as_it_was(small_fs):
     filler = small_fs / "filler"
     page = 4096
     outcomes = []
-    for free_pages in range(0, 24):
+    for free_pages in range(24):
         filler.unlink(missing_ok=True)
         free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
         with open(filler, "wb") as f:  # leave free_pages pages free

@@ -28,7 +28,13 @@ import pytest
 import yaml
 from yolov5_trees import PATCHES, REPO, run_cli, snapshot, tree_dirs
 
-from yolo_nonlocal.integrations.yolov5 import YAMLS, YOLO_PY, patch, source_yaml_dir, unpatch_source
+from yolo_nonlocal.integrations.yolov5 import (
+    YAMLS,
+    YOLO_PY,
+    patch,
+    source_yaml_dir,
+    unpatch_source,
+)
 from yolo_nonlocal.integrations.yolov5.hazards import hazards
 from yolo_nonlocal.integrations.yolov5.source_edit import is_marked
 from yolo_nonlocal.integrations.yolov5.yamls import spp_variant
@@ -42,12 +48,12 @@ INSTALL_HINT = (
 def _unprefix(src_pkg: Path, prefix: str, dst: Path) -> Path:
     """Copy an installed upstream package into a clone-like tree: `from yolov5.x import` -> `from x import`."""
     shutil.copytree(src_pkg, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    pat = re.compile(rf"^(\s*)(from|import) {prefix}\.", re.M)
+    pat = re.compile(rf"^(\s*)(from|import) {prefix}\.", re.MULTILINE)
     for f in dst.rglob("*.py"):
         text = f.read_text(encoding="utf-8")
         new = pat.sub(r"\1\2 ", text)
         # the pip package reads its own version; a clone has no such package
-        new = re.sub(rf"^from {prefix} import __version__$", '__version__ = "pip"', new, flags=re.M)
+        new = re.sub(rf"^from {prefix} import __version__$", '__version__ = "pip"', new, flags=re.MULTILINE)
         if new != text:
             f.write_text(new, encoding="utf-8")
     return dst
@@ -93,14 +99,14 @@ def git_blob(data: bytes) -> str:
 
 def split_diff(text: str) -> dict[str, str]:
     """File path -> its section of a git diff."""
-    parts = re.split(r"^(?=diff --git )", text, flags=re.M)
+    parts = re.split(r"^(?=diff --git )", text, flags=re.MULTILINE)
     return {re.match(r"diff --git a/(\S+) ", p).group(1): p for p in parts if p}
 
 
 def hunks(section: str) -> list[tuple[list[str], list[str]]]:
     """(pre-image lines, post-image lines) of each hunk of one file's section."""
     out = []
-    for h in re.split(r"^@@ .* @@\n", section, flags=re.M)[1:]:
+    for h in re.split(r"^@@ .* @@\n", section, flags=re.MULTILINE)[1:]:
         pre, post = [], []
         for line in h.splitlines(keepends=True):
             if line.startswith("\\"):
@@ -152,7 +158,7 @@ def test_reference_diff_reproduced_on_the_registry_wheel(tmp_path, wheel):
     (tree / "models").mkdir(parents=True)
     for f in ("yolo.py", "common.py", "experimental.py"):
         text = (src / "models" / f).read_text(encoding="utf-8")
-        (tree / "models" / f).write_text(re.sub(rf"^(\s*)(from|import) {inner}\.", r"\1\2 ", text, flags=re.M),
+        (tree / "models" / f).write_text(re.sub(rf"^(\s*)(from|import) {inner}\.", r"\1\2 ", text, flags=re.MULTILINE),
                                          encoding="utf-8")
     if REFERENCE[ref][1] == "yolov7":
         (tree / "cfg" / "training").mkdir(parents=True)

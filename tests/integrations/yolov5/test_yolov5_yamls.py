@@ -8,7 +8,11 @@ import pytest
 import yaml
 
 from yolo_nonlocal.integrations.yolov5 import YAMLS, source_yaml_dir
-from yolo_nonlocal.integrations.yolov5.yamls import plan_yamls, spp_variant, yaml_modules
+from yolo_nonlocal.integrations.yolov5.yamls import (
+    plan_yamls,
+    spp_variant,
+    yaml_modules,
+)
 
 
 @pytest.mark.parametrize("rel", [s for fl in YAMLS for s, _ in YAMLS[fl]])
@@ -45,7 +49,7 @@ def test_spp_variant_changes_only_the_sppf_row(size):
     diff = [(x, y) for x, y in zip(rows_a, rows_b) if x != y]
     assert diff == [([-1, 1, "SPPF", [1024, 5]], [-1, 1, "SPP", [1024, [5, 9, 13]]])]
     assert "SPPF" not in yaml_modules(variant)
-    assert re.search(r"^# yolo-nonlocal: .*SPPF", variant, re.M)  # says why it differs from the packaged file
+    assert re.search(r"^# yolo-nonlocal: .*SPPF", variant, re.MULTILINE)  # says why it differs from the packaged file
 
 
 def test_plan_by_the_names_a_tree_defines(tmp_path):

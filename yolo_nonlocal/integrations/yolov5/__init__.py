@@ -31,7 +31,7 @@ _EXPORTS = {
     "source_yaml_dir": "yamls",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["FLAVOURS", "MARKER", "STATE_DIR", "YAMLS", "YOLO_PY", "PatchError", "PatchResult", "TreeStatus", "UnpatchResult", "detect_flavour", "patch", "patch_source", "source_yaml_dir", "status", "unpatch", "unpatch_source"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,12 +20,27 @@ from __future__ import annotations
 import ast
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from yolo_nonlocal.integrations.yolov5.hazards import hazards
-from yolo_nonlocal.integrations.yolov5.manifest import GITIGNORE, MANIFEST, load_manifest, manifest_bytes, state_dir
-from yolo_nonlocal.integrations.yolov5.results import PatchResult, TreeStatus, UnpatchResult
-from yolo_nonlocal.integrations.yolov5.source_edit import MARKER, git_diff, marked_lines, patch_source, unpatch_source
+from yolo_nonlocal.integrations.yolov5.manifest import (
+    GITIGNORE,
+    MANIFEST,
+    load_manifest,
+    manifest_bytes,
+    state_dir,
+)
+from yolo_nonlocal.integrations.yolov5.results import (
+    PatchResult,
+    TreeStatus,
+    UnpatchResult,
+)
+from yolo_nonlocal.integrations.yolov5.source_edit import (
+    MARKER,
+    git_diff,
+    marked_lines,
+    patch_source,
+    unpatch_source,
+)
 from yolo_nonlocal.integrations.yolov5.transaction import Transaction
 from yolo_nonlocal.integrations.yolov5.tree import (
     FLAVOURS,
@@ -39,10 +54,10 @@ from yolo_nonlocal.integrations.yolov5.tree import (
 )
 from yolo_nonlocal.integrations.yolov5.yamls import plan_yamls
 
-__all__ = ["patch", "unpatch", "status"]
+__all__ = ["patch", "status", "unpatch"]
 
 
-def _resolve_flavour(root: Path, flavour: Optional[str]) -> str:
+def _resolve_flavour(root: Path, flavour: str | None) -> str:
     if flavour is None:
         return detect_flavour(root)
     if flavour not in FLAVOURS:
@@ -51,16 +66,18 @@ def _resolve_flavour(root: Path, flavour: Optional[str]) -> str:
     return flavour
 
 
-def _patched_tree_flavour(root: Path, manifest: Optional[dict]) -> str:
-    """The flavour of a tree to undo or inspect: recorded, or detected (a renamed parse_model is fine if marked)."""
-    yolo_py = check_tree(root)
-    _, text = read_text(yolo_py)
-    lenient = manifest is not None or bool(marked_lines(text))
-    detected = detect_flavour(root, require_parse_model=not lenient)
-    return (manifest or {}).get("flavour", detected) if (manifest or {}).get("flavour") in FLAVOURS else detected
+def _patched_tree_flavour(root: Path, manifest: dict | None) -> str:
+    """The flavour of a tree to undo or inspect: the recorded one, else detected.
+
+    A tree with a record or with marked lines is one to undo even where parse_model was renamed since.
+    """
+    _, text = read_text(check_tree(root))
+    detected = detect_flavour(root, require_parse_model=manifest is None and not marked_lines(text))
+    recorded = (manifest or {}).get("flavour")
+    return recorded if recorded in FLAVOURS else detected
 
 
-def _file_bytes(root: Path, dst: Path) -> Optional[bytes]:
+def _file_bytes(root: Path, dst: Path) -> bytes | None:
     """The bytes at ``dst``, None where it does not exist; PatchError for a folder or an unreadable file."""
     if dst.is_dir():
         raise PatchError(f"{rel(root, dst)} is a folder where yolo-nonlocal would put its YAML of that name; nothing "
@@ -73,7 +90,7 @@ def _file_bytes(root: Path, dst: Path) -> Optional[bytes]:
         raise PatchError(f"cannot read {rel(root, dst)} ({e.strerror or e}); nothing was changed") from None
 
 
-def patch(path: os.PathLike | str, dry_run: bool = False, flavour: Optional[str] = None) -> PatchResult:
+def patch(path: os.PathLike | str, dry_run: bool = False, flavour: str | None = None) -> PatchResult:
     """Patch the YOLOv5/YOLOv7 tree at ``path`` (see the module docstring); idempotent and atomic.
 
     Args:
@@ -98,10 +115,10 @@ def patch(path: os.PathLike | str, dry_run: bool = False, flavour: Optional[str]
     new_bytes = new_text.encode("utf-8")
 
     tx = Transaction(root)
-    changed: List[str] = []
-    kept: List[str] = []
-    diffs: List[str] = []
-    notes: List[str] = []
+    changed: list[str] = []
+    kept: list[str] = []
+    diffs: list[str] = []
+    notes: list[str] = []
     files = dict(manifest["files"]) if manifest else {}
     if new_bytes != old_bytes:
         changed.append(YOLO_PY)
@@ -188,9 +205,9 @@ def unpatch(path: os.PathLike | str, keep_edited: bool = False) -> UnpatchResult
     yolo_py = root / YOLO_PY
     cur_bytes, cur_text = read_text(yolo_py)
     tx = Transaction(root)
-    restored: List[str] = []
-    kept: List[str] = []
-    edited: List[str] = []
+    restored: list[str] = []
+    kept: list[str] = []
+    edited: list[str] = []
     stripped = False
     marked = bool(marked_lines(cur_text))
 
@@ -291,7 +308,7 @@ def status(path: os.PathLike | str) -> TreeStatus:
             yolo_state = "patched, edited since (unpatch removes the marked lines and keeps your other edits)"
         else:
             yolo_state = "patched (marked lines present; no backup)"
-    yamls: Dict[str, str] = {}
+    yamls: dict[str, str] = {}
     for copy in plan_yamls(root, fl):
         dst = root / copy.dst
         record = (manifest or {}).get("files", {}).get(copy.dst)

@@ -18,11 +18,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
 
 from yolo_nonlocal.integrations.yolov5.tree import rel
 
-__all__ = ["hazards", "OWN_ENVIRONMENT"]
+__all__ = ["OWN_ENVIRONMENT", "hazards"]
 
 OWN_ENVIRONMENT = (
     "the notes above are about packages newer than the tree: do not downgrade them here (torch, numpy or "
@@ -36,7 +35,7 @@ _SEE = " Or run the tree in its own environment (last note)."
 _TORCH_TRUE = ("1", "y", "yes", "true")
 
 
-def _dist_version(name: str) -> Tuple[int, int]:
+def _dist_version(name: str) -> tuple[int, int]:
     """(major, minor) of an installed distribution, read from its metadata (no import); (0, 0) if absent."""
     from importlib import metadata
 
@@ -56,16 +55,17 @@ def _torch_refuses_float_clamp_of_long() -> bool:
     code = ("import torch\ng = torch.ones(7)\ntry:\n    torch.zeros(2, dtype=torch.long).clamp_(0, g[3] - 1)\n"
             "except RuntimeError:\n    print('refused')\nelse:\n    print('ok')\n")
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             check=False)
     except (OSError, subprocess.SubprocessError):  # pragma: no cover
         return False
     return out.stdout.strip() == "refused"
 
 
-def hazards(root: os.PathLike | str) -> List[str]:
+def hazards(root: os.PathLike | str) -> list[str]:
     """The known problems this Python would hit with the tree at ``root``, each with what to do."""
     root = Path(root)
-    notes: List[str] = []
+    notes: list[str] = []
 
     def source(rel_path: str) -> str:
         try:
@@ -74,7 +74,7 @@ def hazards(root: os.PathLike | str) -> List[str]:
             return ""
 
     def grep(rel_path: str, pattern: str) -> bool:
-        return re.search(pattern, source(rel_path), re.M) is not None
+        return re.search(pattern, source(rel_path), re.MULTILINE) is not None
 
     utils = sorted((root / "utils").rglob("*.py")) if (root / "utils").is_dir() else []
     np_version = _dist_version("numpy")

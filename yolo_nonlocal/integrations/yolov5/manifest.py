@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Optional
 
 from yolo_nonlocal.integrations.yolov5.tree import STATE_DIR, PatchError, rel
 
-__all__ = ["MANIFEST", "MANIFEST_FORMAT", "GITIGNORE", "state_dir", "load_manifest", "manifest_bytes", "package_version"]
+__all__ = ["GITIGNORE", "MANIFEST", "MANIFEST_FORMAT", "load_manifest", "manifest_bytes", "package_version", "state_dir"]
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -25,7 +24,7 @@ def state_dir(root: Path) -> Path:
     return root / STATE_DIR
 
 
-def load_manifest(root: Path) -> Optional[dict]:
+def load_manifest(root: Path) -> dict | None:
     """The tree's manifest, or None where it has none; PatchError for one that cannot be read."""
     path = state_dir(root) / MANIFEST
     if not path.exists():
@@ -40,7 +39,7 @@ def load_manifest(root: Path) -> Optional[dict]:
     return manifest
 
 
-def manifest_bytes(previous: Optional[dict], flavour: str, files: dict, created_dirs: list) -> bytes:
+def manifest_bytes(previous: dict | None, flavour: str, files: dict, created_dirs: list) -> bytes:
     """The manifest to write: this package's version, the first patch time, files and folders (deepest first)."""
     manifest = {
         "tool": "yolo-nonlocal",

@@ -6,11 +6,10 @@ import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 from yolo_nonlocal.integrations.yolov5.tree import STATE_DIR, YOLO_PY
 
-__all__ = ["PatchResult", "UnpatchResult", "TreeStatus"]
+__all__ = ["PatchResult", "TreeStatus", "UnpatchResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,11 +18,11 @@ class PatchResult:
 
     root: Path
     flavour: str
-    changed: Tuple[str, ...]  # tree-relative paths written or created (would be, for a dry run)
-    kept: Tuple[str, ...]  # copied YAMLs left alone because the user edited them since
+    changed: tuple[str, ...]  # tree-relative paths written or created (would be, for a dry run)
+    kept: tuple[str, ...]  # copied YAMLs left alone because the user edited them since
     dry_run: bool
     diff: str  # unified diff (git format) of the tree's files; empty when nothing changes
-    notes: Tuple[str, ...] = ()  # YAMLs written as a variant for this tree, or not copied, and why
+    notes: tuple[str, ...] = ()  # YAMLs written as a variant for this tree, or not copied, and why
 
     @property
     def already_patched(self) -> bool:
@@ -35,8 +34,8 @@ class UnpatchResult:
     """What :func:`unpatch` did."""
 
     root: Path
-    restored: Tuple[str, ...]  # files written back or removed
-    kept: Tuple[str, ...]  # edited YAMLs left in place (keep_edited=True)
+    restored: tuple[str, ...]  # files written back or removed
+    kept: tuple[str, ...]  # edited YAMLs left in place (keep_edited=True)
     stripped: bool  # models/yolo.py had changed since the patch: marked lines removed instead of the backup
     was_patched: bool
 
@@ -48,9 +47,9 @@ class TreeStatus:
     root: Path
     flavour: str
     yolo_py: str  # "stock ...", "patched ..." (unchanged since, edited since, or without a backup)
-    yamls: Dict[str, str]  # tree path -> "absent", "copied, unchanged", "copied, edited since", ...
-    manifest: Optional[dict]
-    hazards: Tuple[str, ...]
+    yamls: dict[str, str]  # tree path -> "absent", "copied, unchanged", "copied, edited since", ...
+    manifest: dict | None
+    hazards: tuple[str, ...]
 
     @property
     def patched(self) -> bool:

@@ -22,20 +22,23 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from typing import List, Optional, Tuple
 
-from yolo_nonlocal.integrations.yolov5.tree import PARSE_MODEL_ANCHOR, YOLO_PY, PatchError
+from yolo_nonlocal.integrations.yolov5.tree import (
+    PARSE_MODEL_ANCHOR,
+    YOLO_PY,
+    PatchError,
+)
 
 __all__ = [
+    "BATCHNORM_ANCHOR",
     "MARKER",
     "PARSE_MODEL_ANCHOR",
-    "BATCHNORM_ANCHOR",
+    "git_diff",
     "is_marked",
-    "marked_lines",
     "manual_instructions",
+    "marked_lines",
     "patch_source",
     "unpatch_source",
-    "git_diff",
 ]
 
 MARKER = "# yolo-nonlocal"
@@ -50,7 +53,7 @@ def is_marked(line: str) -> bool:
     return _MARKED.search(line) is not None
 
 
-def marked_lines(text: str) -> List[Tuple[int, str]]:
+def marked_lines(text: str) -> list[tuple[int, str]]:
     """The (1-based line number, line) of every marked line of ``text``: what unpatching removes."""
     return [(i, line) for i, line in enumerate(text.splitlines(), 1) if is_marked(line)]
 
@@ -60,7 +63,7 @@ def _newline_of(text: str) -> str:
     return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
 
 
-def _import_block(nl: str) -> List[str]:
+def _import_block(nl: str) -> list[str]:
     lines = [
         f"try:  {MARKER}: NonLocal rows in model YAMLs (https://pypi.org/project/yolo-nonlocal)",
         f"    from yolo_nonlocal.nonlocal_block import NonLocal  {MARKER}",
@@ -71,7 +74,7 @@ def _import_block(nl: str) -> List[str]:
     return [line + nl for line in lines]
 
 
-def _branch_block(indent: str, body_indent: str, expr: str, nl: str) -> List[str]:
+def _branch_block(indent: str, body_indent: str, expr: str, nl: str) -> list[str]:
     lines = [
         f"{indent}elif m is NonLocal:  {MARKER}: channels in = channels out = {expr}",
         f"{body_indent}c2 = {expr}  {MARKER}",
@@ -202,7 +205,7 @@ def unpatch_source(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not is_marked(line))
 
 
-def git_diff(rel: str, old: Optional[bytes], new: Optional[bytes]) -> str:
+def git_diff(rel: str, old: bytes | None, new: bytes | None) -> str:
     """The unified diff, in git's format, that turns ``old`` into ``new`` (None: the file does not exist)."""
     a = [] if old is None else old.decode("utf-8").splitlines(keepends=True)
     b = [] if new is None else new.decode("utf-8").splitlines(keepends=True)

@@ -24,13 +24,13 @@ import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
 
 from yolo_nonlocal.integrations.yolov5.tree import PatchError, rel
 
-__all__ = ["TEMP_SUFFIX", "KEEP_SUFFIX", "Transaction", "read_only"]
+__all__ = ["KEEP_SUFFIX", "TEMP_SUFFIX", "Transaction", "read_only"]
 
 TEMP_SUFFIX = ".yolo-nonlocal-tmp"  # new content, before it is renamed into place
 KEEP_SUFFIX = ".yolo-nonlocal-keep"  # a hard link to an original, until the transaction is over
@@ -70,15 +70,15 @@ def _meta_for(path: Path) -> _Meta:
         return _Meta(parent.st_uid, parent.st_gid, 0o666 & ~_umask())
 
 
-def _own(fd_or_path, meta: _Meta, current: os.stat_result) -> None:
-    """Give a file or folder ``meta``'s owner and group where this process may (root may; others, their groups)."""
-    if (current.st_uid, current.st_gid) == (meta.uid, meta.gid):
+def _own(fd_or_path, uid: int, gid: int, current: os.stat_result) -> None:
+    """Give a file or folder that owner and group where this process may (root may; others, their own groups)."""
+    if (current.st_uid, current.st_gid) == (uid, gid):
         return
     try:
-        os.chown(fd_or_path, meta.uid, meta.gid)
+        os.chown(fd_or_path, uid, gid)
     except OSError:
         try:  # not root: a member of the group may still set the group
-            os.chown(fd_or_path, -1, meta.gid)
+            os.chown(fd_or_path, -1, gid)
         except OSError:
             pass
 
@@ -88,7 +88,7 @@ class Transaction:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.ops: List[Tuple[Path, Optional[bytes]]] = []  # (path, new bytes or None to delete)
+        self.ops: list[tuple[Path, bytes | None]] = []  # (path, new bytes or None to delete)
 
     def write(self, path: Path, data: bytes) -> None:
         self.ops.append((path, data))
@@ -122,16 +122,16 @@ class Transaction:
         if problems:
             raise PatchError("nothing was changed: " + "; ".join(dict.fromkeys(problems)))
 
-    def commit(self, replace: Optional[Callable[[str, str], None]] = None) -> None:
+    def commit(self, replace: Callable[[str, str], None] | None = None) -> None:
         """Apply every operation, or none (``replace`` stands in for ``os.replace`` in tests)."""
         replace = replace or os.replace
         self.preflight()
-        made_dirs: List[Path] = []
-        temps: List[Path] = []  # every temporary file created, registered before it is written
-        keeps: List[Tuple[Path, Path]] = []  # (target, hard link to its original)
-        copies: List[Tuple[Path, bytes, os.stat_result]] = []  # originals kept in memory where links fail
-        staged: List[Tuple[Path, Optional[Path]]] = []  # (target, temporary with its new content, or None: delete)
-        done: List[Path] = []  # targets already changed
+        made_dirs: list[Path] = []
+        temps: list[Path] = []  # every temporary file created, registered before it is written
+        keeps: list[tuple[Path, Path]] = []  # (target, hard link to its original)
+        copies: list[tuple[Path, bytes, os.stat_result]] = []  # originals kept in memory where links fail
+        staged: list[tuple[Path, Path | None]] = []  # (target, temporary with its new content, or None: delete)
+        done: list[Path] = []  # targets already changed
         try:
             for path, data in self.ops:
                 if data is None:
@@ -142,7 +142,7 @@ class Transaction:
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
                 temps.append(Path(tmp))
                 with os.fdopen(fd, "wb") as f:
-                    _own(f.fileno(), meta, os.fstat(f.fileno()))
+                    _own(f.fileno(), meta.uid, meta.gid, os.fstat(f.fileno()))
                     os.fchmod(f.fileno(), meta.mode)
                     f.write(data)
                     f.flush()
@@ -178,7 +178,7 @@ class Transaction:
             except OSError:  # pragma: no cover - an unlink in a folder just written to
                 pass
 
-    def _make_dirs(self, folder: Path, made: List[Path]) -> None:
+    def _make_dirs(self, folder: Path, made: list[Path]) -> None:
         """Create ``folder`` and its missing parents, each owned like the folder that holds it."""
         missing = []
         d = folder
@@ -189,10 +189,10 @@ class Transaction:
             d.mkdir()
             made.append(d)
             parent = d.parent.stat()
-            _own(d, _Meta(parent.st_uid, parent.st_gid, 0), d.stat())
+            _own(d, parent.st_uid, parent.st_gid, d.stat())
 
     @staticmethod
-    def _keep(path: Path, copies: List[Tuple[Path, bytes, os.stat_result]]) -> Optional[Path]:
+    def _keep(path: Path, copies: list[tuple[Path, bytes, os.stat_result]]) -> Path | None:
         """A hard link to ``path`` beside it; where links are not supported, its bytes and stat in memory."""
         for _ in range(100):
             keep = path.with_name(f".{path.name}.{secrets.token_hex(4)}{KEEP_SUFFIX}")
@@ -206,11 +206,11 @@ class Transaction:
         copies.append((path, path.read_bytes(), path.stat()))
         return None
 
-    def _rollback(self, done: List[Path], keeps: List[Tuple[Path, Path]],
-                  copies: List[Tuple[Path, bytes, os.stat_result]], temps: List[Path],
-                  made_dirs: List[Path]) -> List[str]:
+    def _rollback(self, done: list[Path], keeps: list[tuple[Path, Path]],
+                  copies: list[tuple[Path, bytes, os.stat_result]], temps: list[Path],
+                  made_dirs: list[Path]) -> list[str]:
         """Undo the changed targets and remove every temporary; the problems it could not undo, for the message."""
-        lost: List[str] = []
+        lost: list[str] = []
         kept = dict(keeps)
         copied = {p: (data, st) for p, data, st in copies}
         for path in reversed(done):
@@ -247,12 +247,12 @@ class Transaction:
         return lost
 
     @staticmethod
-    def _restore_copy(path: Path, data: bytes, st: os.stat_result, temps: List[Path]) -> None:
+    def _restore_copy(path: Path, data: bytes, st: os.stat_result, temps: list[Path]) -> None:
         """Write an original back from memory with its owner, group, mode and times (where links failed)."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         temps.append(Path(tmp))
         with os.fdopen(fd, "wb") as f:
-            _own(f.fileno(), _Meta(st.st_uid, st.st_gid, 0), os.fstat(f.fileno()))
+            _own(f.fileno(), st.st_uid, st.st_gid, os.fstat(f.fileno()))
             os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
             f.write(data)
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))

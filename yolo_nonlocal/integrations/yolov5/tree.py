@@ -13,20 +13,19 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import FrozenSet, Tuple
 
 __all__ = [
     "FLAVOURS",
-    "YOLO_PY",
-    "STATE_DIR",
     "PARSE_MODEL_ANCHOR",
+    "STATE_DIR",
+    "YOLO_PY",
     "PatchError",
-    "sha256",
-    "rel",
-    "read_text",
     "check_tree",
-    "detect_flavour",
     "defined_names",
+    "detect_flavour",
+    "read_text",
+    "rel",
+    "sha256",
 ]
 
 FLAVOURS = ("yolov5", "yolov7")
@@ -52,7 +51,7 @@ def rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def read_text(path: Path) -> Tuple[bytes, str]:
+def read_text(path: Path) -> tuple[bytes, str]:
     """The bytes of ``path`` and their UTF-8 text; PatchError saying what is wrong otherwise."""
     try:
         data = path.read_bytes()
@@ -93,12 +92,12 @@ def detect_flavour(root: os.PathLike | str, *, require_parse_model: bool = True)
     _, text = read_text(yolo_py)
     if require_parse_model and PARSE_MODEL_ANCHOR not in text:
         raise PatchError(f"{yolo_py} defines no parse_model(); expected the models/yolo.py of YOLOv5 or YOLOv7")
-    if (root / "cfg" / "training").is_dir() or re.search(r"^class IDetect\b", text, re.M):
+    if (root / "cfg" / "training").is_dir() or re.search(r"^class IDetect\b", text, re.MULTILINE):
         return "yolov7"
     return "yolov5"
 
 
-def defined_names(root: Path) -> FrozenSet[str]:
+def defined_names(root: Path) -> frozenset[str]:
     """Top-level class and function names of the tree's layer files (models/common.py, experimental.py, yolo.py).
 
     These are the module names a model YAML row may use in that tree (besides ``nn.*``); a file that is

@@ -15,14 +15,13 @@ import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from yolo_nonlocal.integrations.yolov5.tree import PatchError, defined_names
 
-__all__ = ["YAMLS", "ANCHOR_FREE_HEADS", "YamlCopy", "source_yaml_dir", "plan_yamls", "spp_variant", "yaml_modules"]
+__all__ = ["ANCHOR_FREE_HEADS", "YAMLS", "YamlCopy", "plan_yamls", "source_yaml_dir", "spp_variant", "yaml_modules"]
 
 # (path in model_yamls/, path in the tree) per flavour
-YAMLS: Dict[str, Tuple[Tuple[str, str], ...]] = {
+YAMLS: dict[str, tuple[tuple[str, str], ...]] = {
     "yolov5": tuple((f"yolov5/yolov5{s}-nl.yaml", f"models/yolov5{s}-nl.yaml") for s in "nsmlx"),
     "yolov7": (
         ("yolov7/yolov7-nl.yaml", "cfg/training/yolov7-nl.yaml"),
@@ -45,7 +44,7 @@ class YamlCopy:
 
     src: str  # path in model_yamls/
     dst: str  # path in the tree
-    data: Optional[bytes]
+    data: bytes | None
     note: str = ""  # "" for the packaged file as it is; else the variant, or why it is skipped
 
 
@@ -68,12 +67,12 @@ def source_yaml_dir() -> Path:
     )
 
 
-def yaml_modules(text: str) -> List[str]:
+def yaml_modules(text: str) -> list[str]:
     """The module names of a model YAML's rows (``nn.*`` excluded), in order, each once."""
     import yaml
 
     d = yaml.safe_load(text) or {}
-    names: List[str] = []
+    names: list[str] = []
     for row in list(d.get("backbone") or []) + list(d.get("head") or []):
         m = row[2] if isinstance(row, (list, tuple)) and len(row) >= 3 else None
         if isinstance(m, str) and not m.startswith("nn.") and m not in names:
@@ -89,7 +88,7 @@ def spp_variant(text: str) -> str:
     return f"{first}\n{_SPP_NOTE}{rest}"
 
 
-def plan_yamls(root: Path, flavour: str, names: Optional[FrozenSet[str]] = None) -> List[YamlCopy]:
+def plan_yamls(root: Path, flavour: str, names: frozenset[str] | None = None) -> list[YamlCopy]:
     """The YAMLs to copy into the tree at ``root`` for ``flavour``: packaged, an SPP variant, or skipped.
 
     ``names``: the layer names the tree defines (default: read from its models/*.py); NonLocal comes with
