@@ -28,7 +28,7 @@ install: $(STAMP)
 
 UPSTREAM       := $(VENV)/upstream
 UPSTREAM_STAMP := $(UPSTREAM)/.installed
-# Upstream YOLOv5/YOLOv7 code for tests/integrations/yolov5/test_yolo_patcher.py, outside site-packages and without dependencies,
+# Upstream YOLOv5/YOLOv7 code for tests/integrations/yolov5/test_yolov5_upstream.py, outside site-packages and without dependencies,
 # so the venv's torch, numpy and ultralytics stay as they are; plus what those trees import that the venv lacks.
 $(UPSTREAM_STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps --target $(UPSTREAM)/yolov5 yolov5==7.0.14
