@@ -14,6 +14,7 @@ from the resident set size of a fresh subprocess per measurement, sampled every 
     python benchmarks/block.py                      # CPU, batch 1, fp32
     python benchmarks/block.py --device cuda --batch 16 --dtype bf16
     python benchmarks/block.py --kernels            # the attention op alone, every backend (CPU dispatch evidence)
+    python benchmarks/block.py --roofline           # what the CPU's GEMM/conv/exp reach on the attention's pieces
 
 ``--kernels`` times ``softmax(s q k^T) v`` alone, q (B, N, d), k (B, N', d), v (B, N', c) strided as the block
 passes them, on each backend of ``yolo_nonlocal.ops.softmax_attention`` (and the CPU fused path with one head,
@@ -210,6 +211,39 @@ def kernels(args) -> None:
               + " | ".join(cells) + " |", flush=True)
 
 
+def roofline(args) -> None:
+    """What this CPU's libraries reach on the attention's pieces, beside a big GEMM and a convolution."""
+    clock = time.process_time
+    n, d, qs, ks = 6400, 32, 256, 512  # P3@640, and the flash kernel's tile (256 queries x 512 keys)
+    gen = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    a, b = r(1024, 1024), r(1024, 1024)
+    q, kt, v, tile = r(qs, d), r(d, ks), r(ks, d), torch.empty(qs, ks)
+    p_tile, out = torch.rand(qs, ks, generator=gen), torch.zeros(qs, d)
+    logits, exp_out = r(n, n) * 0.1, torch.empty(n, n)
+    x, conv = r(1, 64, 80, 80), nn.Conv2d(64, 64, 3, padding=1)
+    tiles = n * n // (qs * ks)
+    rows = [
+        ("sgemm 1024 x 1024 x 1024 (MKL)", 2 * 1024**3, lambda: torch.mm(a, b)),
+        (f"q k^T tiles {qs}x{d} . {d}x{ks}, x{tiles}", 2 * n * n * d,
+         lambda: [torch.mm(q, kt, out=tile) for _ in range(tiles)]),
+        (f"P v tiles {qs}x{ks} . {ks}x{d}, x{tiles}", 2 * n * n * d,
+         lambda: [torch.addmm(out, p_tile, v, out=out) for _ in range(tiles)]),
+        (f"exp of {n}x{n} floats", None, lambda: torch.exp(logits, out=exp_out)),
+        (f"softmax of {n}x{n} floats (explicit form's pass)", None, lambda: logits.softmax(-1)),
+        ("conv 3x3, 64 -> 64 channels, 80x80 (oneDNN)", 2 * 64 * 64 * 9 * 6400, lambda: conv(x)),
+    ]
+    print(f"# roofline pieces, fp32, process CPU time, {args.threads} torch thread(s), median of {args.reps}")
+    print(f"# machine: {describe_machine('cpu', packages=('torch',))}")
+    print("| piece | ms | GFLOP/s |")
+    print("|---|---:|---:|")
+    with torch.no_grad():
+        for label, flops, fn in rows:
+            t = _median_time(fn, args, clock)
+            print(f"| {label} | {t * 1e3:.1f} | {flops / t / 1e9:.0f} |" if flops else f"| {label} | {t * 1e3:.1f} | - |",
+                  flush=True)
+
+
 def _median_time(fn, args, clock) -> float:
     fn()
     times = []
@@ -232,6 +266,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the memory column")
     p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (CPU time is measured)")
     p.add_argument("--kernels", action="store_true", help="time the attention op alone on every backend")
+    p.add_argument("--roofline", action="store_true", help="CPU: what MKL/oneDNN reach on the attention's pieces")
     p.add_argument("--max-logits-gb", type=float, default=1.0, help="--kernels: skip the explicit backend above this")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -246,6 +281,8 @@ def main() -> None:
     args.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if args.kernels:
         return kernels(args)
+    if args.roofline:
+        return roofline(args)
     sizes = [s for s in SIZES if args.only is None or s[0] in args.only.split(",")]
 
     clock = "wall time" if gpu else f"process CPU time, {args.threads} torch thread(s)"
