@@ -235,3 +235,33 @@ def test_options_apply_to_every_block_family():
     assert {id(p) for g in mine for p in g["params"]} == block_ids and {id(p) for p in gc.parameters()} <= block_ids
     assert all(g["lr"] == pytest.approx(0.03) and g["initial_lr"] == pytest.approx(0.03) for g in mine)
     assert all(g["lr"] == pytest.approx(0.01) for g in opt.param_groups if "nonlocal_lr_mult" not in g)
+
+
+@pytest.mark.slow
+def test_stock_yolo_command_reads_the_keys_and_pretrained_keeps_init_gamma(tiny_dataset, tmp_path):
+    """`yolo train model=<yaml with the keys> pretrained=<stock .pt>`: the real console script, a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = _yaml(nonlocal_init_gamma=0.75, nonlocal_lr_mult=4)
+    (tmp_path / "yolov8n-nl.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    stock = _stock_checkpoint(tmp_path / "yolov8n.pt")
+    yolo = Path(sys.executable).parent / "yolo"
+    env = {**os.environ, "YOLO_NONLOCAL_CACHE_DIR": str(tmp_path / "gt-cache")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [str(yolo), "train", f"model={tmp_path / 'yolov8n-nl.yaml'}", f"pretrained={stock}", f"data={tiny_dataset}",
+         "epochs=1", "imgsz=64", "batch=4", "workers=0", "device=cpu", "plots=False", "amp=False", "optimizer=SGD",
+         "lr0=0.01", f"project={tmp_path}", "name=cli"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    line = next(x for x in out.splitlines() if "yolo-nonlocal: 2 block(s)" in x)
+    # the stock checkpoint has no blocks: after its weights landed the blocks still start at the YAML's gamma
+    assert "block lr = 0.04" in line and "nonlocal_init_gamma=0.75 (mean gamma now 0.75)" in line, line
+    assert "checkpoint tensors landed" in out
+    best = torch.load(tmp_path / "cli" / "weights" / "last.pt", weights_only=False)
+    saved = best.get("model") or best["ema"]
+    assert saved.yaml["nonlocal_init_gamma"] == 0.75 and saved.yaml["nonlocal_lr_mult"] == 4

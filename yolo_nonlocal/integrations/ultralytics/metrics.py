@@ -342,7 +342,8 @@ def _csv_header(path) -> list[str] | None:
 
 def _extend_csv(path, header_line: str, new: list[str]) -> None:
     """Append columns ``new`` to a results.csv: the header gains them, earlier rows get ``nan`` (atomic)."""
-    text = open(path, encoding="utf-8").read().splitlines()
+    with open(path, encoding="utf-8") as f:
+        text = f.read().splitlines()
     first = text[0].split(",")
     width = len(first[-1]) if first[-1] != first[-1].strip() else 0  # 8.3.x pads every field to 23 characters
     pad = (lambda v: v.rjust(width)) if width else (lambda v: v)

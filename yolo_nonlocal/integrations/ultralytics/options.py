@@ -20,10 +20,10 @@ Why
     dict) without editing a file; :func:`read_options` reads them back.
 
 How the multiplier works
-    :func:`patch_trainer` (installed by ``yolo_nonlocal.register()``) wraps ``BaseTrainer.build_optimizer``: Ultralytics builds its groups (decay / no-decay /
-    bias, MuSGD's muon groups), then every group that holds block parameters is split in two, the block part
-    getting the same options (weight decay, betas, momentum, ``param_group`` name) with ``lr = initial_lr =
-    group lr * nonlocal_lr_mult``. The new groups are appended after Ultralytics' own, so index-based code
+    :func:`patch_trainer` (installed by ``yolo_nonlocal.register()``) wraps ``BaseTrainer.build_optimizer``:
+    Ultralytics builds its groups (decay / no-decay / bias, MuSGD's muon groups), then every group that holds
+    block parameters is split in two, the block part getting the same options (weight decay, betas,
+    momentum, ``param_group`` name) with ``lr = initial_lr = group lr * nonlocal_lr_mult``. The new groups are appended after Ultralytics' own, so index-based code
     (the bias warm-up of releases before 8.4.x names groups) keeps addressing the same groups; ``LambdaLR``
     scales every group from its own ``initial_lr`` and the warm-up ramps each group to ``initial_lr * lf``,
     so block groups keep the multiplier through warm-up and schedule. With the multiplier at 1.0 nothing is

@@ -3,17 +3,20 @@
 A YOLO model's state dict is keyed by layer index (``model.12.cv1.conv.weight``). Inserting a NonLocal
 row after SPPF shifts every later index by one, so Ultralytics' ``BaseModel.load`` (which keeps only the
 keys whose name and shape match) silently drops most of a stock checkpoint: ``YOLO("yolov8n-nl.yaml")
-.load("yolov8n.pt")`` kept 162 of 367 tensors, the whole neck and head were lost.
+.load("yolov8n.pt")`` kept 162 of 355 tensors (ultralytics 8.4.190), the whole neck and head were lost.
 
 :func:`remap_source` pairs the layers of the two models with the blocks taken out (the k-th non-block
 layer of the source with the k-th of the destination, checked by type) and presents the source to
 ``BaseModel.load`` with its layers at the destination's indices. Every tensor of a stock checkpoint then
-lands; the blocks keep their identity initialisation (zero BN weight in W_z), so before any training the
-Non-local model predicts exactly what the stock model predicts. A source that has blocks itself (a
-Non-local checkpoint into a model with blocks at other places) has them matched by position too.
+lands; the blocks keep their initialisation (with the default ``nonlocal_init_gamma`` 0 the identity:
+zero BN weight in W_z), so before any training the Non-local model predicts exactly what the stock model
+predicts. A source that has blocks itself (a Non-local checkpoint into a model with blocks at other places)
+has them matched by position too.
 
 Used by ``YOLO(...).load(...)``, ``yolo train ... pretrained=stock.pt`` and every other path that ends in
-``BaseModel.load``; :func:`install` wraps that method (idempotent). Architectures that do not pair up
+``BaseModel.load``; :func:`patch` wraps that method (idempotent, through ``yolo_nonlocal.register()``).
+After Ultralytics' own load, :func:`transfer_report` counts what really landed (Ultralytics may rebuild the
+class head first) and one log line says what was dropped and why. Architectures that do not pair up
 (another family, another head) are left to Ultralytics' own name-and-shape matching.
 """
 
