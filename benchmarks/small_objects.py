@@ -78,9 +78,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"tasks": "farcue,neutral", "protocols": "finetune,scratch", "arms": "baseline,nl-g1", "seeds": 1,
               "epochs": 1, "pretrain_epochs": 1, "finetune_epochs": 1, "n_train": 16, "n_val": 8, "n_test": 16,
               "draws": 2},
-    # CPU-sized: about 5 minutes per arm-seed on a 2-core CPU at 1024 x 64 (see the report for measured times)
+    # CPU-sized (2 cores, 1024 x 64 strips, 160 training images: about 16 s an epoch when the machine is
+    # quiet): a fine-tune arm-seed about 4-5 min, each seed's baseline pretraining about 8 min. A yolov8n
+    # from scratch first detects these targets after about 12 epochs (val mAP50 0.24 at epoch 15), hence 30.
     "quick": {"tasks": "farcue,farcue-near,neutral", "protocols": "finetune", "arms": "baseline,nl,nl-g1",
-              "seeds": 3, "epochs": 25, "pretrain_epochs": 15, "finetune_epochs": 10, "n_train": 160, "n_val": 80,
+              "seeds": 3, "epochs": 40, "pretrain_epochs": 30, "finetune_epochs": 15, "n_train": 160, "n_val": 80,
               "n_test": 160, "draws": 10},
     # the fuller measurement (GPU advised)
     "full": {"tasks": "farcue,farcue-near,context,neutral", "protocols": "finetune,scratch",
@@ -408,14 +410,23 @@ def _train_kwargs(task: str, data: Path, args: argparse.Namespace) -> dict:
     kw.update({"batch": args.batch, "workers": args.workers, "plots": False, "deterministic": True, "val": True})
     if args.device is not None:
         kw["device"] = args.device
-    for item in args.train_arg:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--train-arg {item!r} is not KEY=VALUE")
-        from ultralytics.cfg import smart_value
-
-        kw[key] = smart_value(value)
+    kw.update(_kv(args.train_arg, "--train-arg"))
     return kw
+
+
+def _kv(items: list[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE strings as Ultralytics types them (its own smart_value); names checked against its config."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, smart_value
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"{flag} {item!r} is not KEY=VALUE")
+        if key not in DEFAULT_CFG_DICT:
+            raise SystemExit(f"{flag} {item!r}: {key!r} is not an Ultralytics train argument")
+        out[key] = smart_value(value)
+    return out
 
 
 def plan(tasks: list[str], protocols: list[str], arms: list[Arm], seeds: list[int], args: argparse.Namespace) -> list[dict]:
@@ -525,6 +536,7 @@ def execute(args: argparse.Namespace) -> dict:
             run_kw = {**kw, "epochs": r["epochs"]}
             if r["protocol"] == "finetune":
                 run_kw["pretrained"] = pretrained[r["seed"]]
+                run_kw.update(_kv(args.finetune_arg, "--finetune-arg"))
             label = "pretrain-baseline" if r["protocol"] == "pretrain" else arm.name
             if r["protocol"] == "scratch" and arm.name == "baseline":
                 label = "pretrain-baseline"  # the same run as a pretraining of the same length: shared
@@ -665,7 +677,8 @@ def markdown(result: dict) -> str:
         f"n_test={args['n_test']} (test generator seed {args['data_seed'] + TEST_SEED_OFFSET}); finetune = baseline "
         f"{args['pretrain_epochs']} epochs from scratch, then {args['finetune_epochs']} epochs per arm from it; scratch = "
         f"{args['epochs']} epochs; train args {' '.join(args['train_arg']) or 'none'} beyond the task's data.yaml "
-        "train_args. Test AP: best.pt (chosen on validation) on the held-out test split. cf = the counterfactual test "
+        f"train_args (fine-tunes also {' '.join(args.get('finetune_arg') or []) or 'nothing more'}); Ultralytics' defaults "
+        "otherwise (optimizer=auto, 3 warmup epochs). Test AP: best.pt (chosen on validation) on the held-out test split. cf = the counterfactual test "
         "set (only the cue repainted): a model that uses the cue scores high against the new labels and low against "
         "the old ones; one that ignores the cue scores about the same against both. Near-target dets changed by the "
         "cue = the share of detections (score >= 0.01) near the targets, where the cells that can detect them sit, "
@@ -707,6 +720,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="generator seed of train/val (test: + 1000)")
     p.add_argument("--out", help="output folder (default benchmarks/runs/small_objects-<preset>)")
     p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE", help="extra Ultralytics train argument")
+    p.add_argument("--finetune-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Ultralytics train argument of the fine-tune runs only (e.g. warmup_epochs=0)")
     p.add_argument("--plan", action="store_true", help="print the runs (and which are finished) and stop")
     args = p.parse_args(argv)
     for k, v in PRESETS[args.preset].items():
@@ -718,6 +733,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seeds and every --*epochs must be >= 1")
     if min(args.n_train, args.n_val, args.n_test) < 1 or args.draws < 1:
         p.error("--n-train, --n-val, --n-test and --draws must be >= 1")
+    _kv(args.train_arg, "--train-arg")  # refuse a typo before hours of training
+    _kv(args.finetune_arg, "--finetune-arg")
     return args
 
 
