@@ -494,6 +494,20 @@ def _yolo_rows(objects: Iterable[tuple[int, tuple]], width: int, height: int) ->
 
 
 def _data_yaml(cfg: SyntheticConfig) -> dict:
+    extra = {}
+    if cfg.kind == "farcue":  # what the assertion was made against (the reach is computed from the model)
+        from importlib.metadata import version
+
+        extra["farcue_geometry"] = {
+            "rule": cfg.rule, "rf_model": cfg.rf_model, "distance_px": farcue_reach(cfg),
+            "meaning": ("far: every target's detecting/suppressing anchors are farther than distance_px from the cue"
+                        if cfg.rule == "far" else "near: the cue lies within distance_px of every target's centre"),
+            "ultralytics": version("ultralytics"),
+        }  # fmt: skip
+    return {**_base_data_yaml(cfg), **extra}
+
+
+def _base_data_yaml(cfg: SyntheticConfig) -> dict:
     return {
         # no 'path': Ultralytics then resolves train/val next to this file, so the folder can move
         "train": "images/train",
