@@ -98,6 +98,15 @@ yolo_nonlocal.unregister()
 assert "NonLocal" not in vars(tasks) and not hasattr(tasks.parse_model, "__yolo_nonlocal_patch__")
 yolo_nonlocal.register()
 assert tasks.DetectionModel({stock!r} + "-nl.yaml", verbose=False) is not None
+# a YOLO26 YAML on a release without YOLO26 modules says which release it needs
+if {version!r} == "8.3.0":
+    from yolo_nonlocal.integrations.ultralytics.registration import UnsupportedUltralyticsError
+    try:
+        DetectionModel("yolo26n-nl.yaml", verbose=False)
+    except UnsupportedUltralyticsError as e:
+        assert "YOLO26 YAML (end2end: true), whose modules need ultralytics>=8.4.0" in str(e), e
+    else:
+        raise AssertionError("yolo26n-nl.yaml built on 8.3.0")
 print("OK", ultralytics.__version__)
 """
 

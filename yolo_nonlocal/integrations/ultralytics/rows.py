@@ -243,6 +243,37 @@ def _unknown_names(tasks, d: dict) -> None:
                 f"{where}: Ultralytics has no module {name!r}; did you mean {' or '.join(repr(c) for c in close)}? "
                 "(module names are case-sensitive)"
             )
+        version = _ultralytics_version()
+        if version is not None and version < (8, 4, 0):
+            raise UnknownModuleError(
+                f"{where}: Ultralytics {'.'.join(map(str, version))} has no module {name!r}; the YOLO26 YAMLs (and "
+                "their modules) need ultralytics>=8.4.0 (YOLOv8 and YOLO11 YAMLs work from 8.3.0): "
+                "pip install -U 'ultralytics>=8.4.0'"
+            )
+
+
+def _check_release(d: dict) -> None:
+    """Refuse a YOLO26 YAML (``end2end: true``) on a release without YOLO26 modules, saying which it needs."""
+    from yolo_nonlocal.integrations.ultralytics import registration
+
+    version = _ultralytics_version()
+    needed = registration._version_tuple(registration.MIN_ULTRALYTICS_YOLO26)
+    if d.get("end2end") and version is not None and version < needed:
+        raise registration.UnsupportedUltralyticsError(
+            f"yolo-nonlocal: this is a YOLO26 YAML (end2end: true), whose modules need "
+            f"ultralytics>={registration.MIN_ULTRALYTICS_YOLO26}; Ultralytics {'.'.join(map(str, version))} is "
+            f"installed (supported: {registration.supported_releases()}). Upgrade with: "
+            f"pip install -U 'ultralytics>={registration.MIN_ULTRALYTICS_YOLO26}'"
+        )
+
+
+def _ultralytics_version() -> tuple[int, ...] | None:
+    import sys
+
+    from yolo_nonlocal.integrations.ultralytics import registration
+
+    version = getattr(sys.modules.get("ultralytics"), "__version__", None)
+    return registration._version_tuple(version) if version else None
 
 
 def _attribute_error(orig, pristine: dict, ch, plans: list[RowPlan], nb: int, original_rows: list, error):
@@ -284,6 +315,7 @@ def _make_parse_model(tasks):
             plans = plan_rows(d)
             if not plans:
                 return orig(d, ch, verbose, *a, **kw)
+            _check_release(d)
             pristine = copy.deepcopy(d)  # for the probe: parse_model edits args lists in place
             nb = len(d.get("backbone") or [])
             original_rows = (pristine.get("backbone") or []) + (pristine.get("head") or [])
