@@ -403,9 +403,9 @@ def datasets(task: str, args: argparse.Namespace, out: Path) -> dict[str, Path]:
 
 
 def _train_kwargs(task: str, data: Path, args: argparse.Namespace) -> dict:
-    from yolo_nonlocal.data.synthetic import load_data_yaml
+    from yolo_nonlocal.metrics.datasets import load_data_config
 
-    kw = dict(load_data_yaml(data).get("train_args") or {})  # the task's augmentations off, rect/imgsz for farcue
+    kw = dict(load_data_config(data)["train_args"])  # the task's augmentations off, rect/imgsz for farcue
     kw.setdefault("imgsz", 256)
     kw.update({"batch": args.batch, "workers": args.workers, "plots": False, "deterministic": True, "val": True})
     if args.device is not None:

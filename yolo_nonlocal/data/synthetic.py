@@ -84,7 +84,6 @@ __all__ = [
     "SyntheticConfig",
     "generate_image",
     "make_dataset",
-    "load_data_yaml",
 ]
 
 GENERATOR_VERSION = 1
@@ -582,13 +581,4 @@ def make_dataset(out: str | Path, cfg: SyntheticConfig, *, force: bool = False, 
     data_yaml.write_text(yaml.safe_dump(_data_yaml(cfg), sort_keys=False))
     return data_yaml
 
-
-def load_data_yaml(path: str | Path) -> dict:
-    """The parsed data.yaml (used by compare to pick up ``train_args``); a clear error when missing."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data={path} does not exist; pass the data.yaml of a YOLO dataset")
-    return yaml.safe_load(path.read_text()) or {}
 

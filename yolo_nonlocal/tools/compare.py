@@ -201,7 +201,7 @@ def _run_one(
     trained = YOLO(str(best))
     imgsz = int(args.get("imgsz", 640))
     val_args = {
-        k: args[k] for k in ("imgsz", "batch", "device", "workers", "half", "single_cls", "classes") if k in args
+        k: args[k] for k in ("imgsz", "batch", "device", "workers", "half", "single_cls", "classes", "rect") if k in args
     }
     trained.val(
         data=settings.data,
@@ -379,9 +379,9 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     if isinstance(pretrained, str):
         kv["pretrained"] = str(Path(pretrained).resolve())
 
-    from yolo_nonlocal.data.synthetic import load_data_yaml
+    from yolo_nonlocal.metrics.datasets import load_data_config
 
-    suggested = load_data_yaml(data).get("train_args") or {}
+    suggested = load_data_config(data)["train_args"]
     applied = {k: v for k, v in suggested.items() if k not in kv}
     if applied:
         _log(f"{data.name} asks for train args {applied} (override any of them on the command line)")
