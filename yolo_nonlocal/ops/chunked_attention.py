@@ -2,8 +2,7 @@
 
     out = softmax(s * q k^T) v        q: (B, N, d), k: (B, N', d), v: (B, N', c)
 
-The CPU's fused SDPA kernel is slower than plain matrix products at large N, and the explicit form holds
-N x N' logits (7.5 GB at a 160x160 map). This computes the same function a chunk of queries at a time with
+The explicit form holds N x N' logits (7.5 GB at a 160x160 map). This computes the same function a chunk of queries at a time with
 ordinary matrix products, keeps only each row's log-sum-exp for backward, and recomputes each chunk's
 probabilities there (FlashAttention's backward, tiled over queries only):
 
@@ -14,9 +13,11 @@ Peak extra memory is a few chunks of ``chunk x N'`` floats. Computation runs in 
 float64) with autocast off.
 
 The default chunk holds 2^18 logits (1 MiB of float32, an L2 cache): ``benchmarks/block.py --kernels``
-measured a 6400 x 6400 x 32 forward at 125 ms with it against 244 ms with 64 MiB chunks (1 thread), the
-logits of a chunk staying in cache between the two products and the softmax. The fused kernel
-(``sdpa``) is faster still on the CPU; this backend stays for torch builds without it and as a reference.
+measured a 6400 x 6400 x 32 forward at 101 ms with it against 244 ms with 64 MiB chunks (1 thread, torch
+2.14.1), the logits of a chunk staying in cache between the two products and the softmax. The fused flash
+kernel (backend ``sdpa``, 75 ms there) is faster still on the CPU, and ``auto`` takes it; this backend stays
+selectable, for comparison and for builds whose fused kernel is missing or slower. With several threads
+its small per-chunk GEMMs are threaded by MKL and scale badly (``--kernels --threads 2``).
 """
 
 from __future__ import annotations
