@@ -42,6 +42,7 @@ __all__ = [
     "unregister",
     "is_registered",
     "check_version",
+    "version_tuple",
     "supported_releases",
     "model_yaml_dir",
     "find_model_yaml",
@@ -72,7 +73,7 @@ def supported_releases() -> str:
             "YOLO26 YAMLs")
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
+def version_tuple(version: str) -> tuple[int, ...]:
     """(8, 4, 190) for "8.4.190"; the leading numeric parts only ("8.4.0rc1" -> (8, 4, 0))."""
     out = []
     for part in str(version).split("."):
@@ -107,7 +108,7 @@ def check_version(version: str | None = None) -> str:
     version = version or _installed_version()
     if version is None:
         raise UnsupportedUltralyticsError(f"yolo-nonlocal: Ultralytics is not installed; install {supported_releases()}")
-    if _version_tuple(version) < _version_tuple(MIN_ULTRALYTICS):
+    if version_tuple(version) < version_tuple(MIN_ULTRALYTICS):
         raise UnsupportedUltralyticsError(
             f"yolo-nonlocal: Ultralytics {version} is older than the oldest supported release; supported: "
             f"{supported_releases()}. Upgrade with: pip install -U 'ultralytics>={MIN_ULTRALYTICS}'"

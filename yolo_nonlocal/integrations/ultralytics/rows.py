@@ -257,7 +257,7 @@ def _check_release(d: dict) -> None:
     from yolo_nonlocal.integrations.ultralytics import registration
 
     version = _ultralytics_version()
-    needed = registration._version_tuple(registration.MIN_ULTRALYTICS_YOLO26)
+    needed = registration.version_tuple(registration.MIN_ULTRALYTICS_YOLO26)
     if d.get("end2end") and version is not None and version < needed:
         raise registration.UnsupportedUltralyticsError(
             f"yolo-nonlocal: this is a YOLO26 YAML (end2end: true), whose modules need "
@@ -273,7 +273,7 @@ def _ultralytics_version() -> tuple[int, ...] | None:
     from yolo_nonlocal.integrations.ultralytics import registration
 
     version = getattr(sys.modules.get("ultralytics"), "__version__", None)
-    return registration._version_tuple(version) if version else None
+    return registration.version_tuple(version) if version else None
 
 
 def _attribute_error(orig, pristine: dict, ch, plans: list[RowPlan], nb: int, original_rows: list, error):
