@@ -7,8 +7,10 @@ go to a non-interactive backend; subprocesses inherit all of it through os.envir
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 _CONFIG_DIR = tempfile.mkdtemp(prefix="yolo-nonlocal-test-config-")
@@ -58,3 +60,41 @@ def write_tiny_yolo_dataset(root: Path, n_train: int = 8, n_val: int = 4, imgsz:
 def tiny_dataset(tmp_path_factory) -> Path:
     """Path to the data.yaml of a tiny generated YOLO dataset shared by the session (do not modify it)."""
     return write_tiny_yolo_dataset(tmp_path_factory.mktemp("tiny_dataset"))
+
+
+@pytest.fixture(scope="session")
+def console_script() -> str:
+    """The ``yolo-nonlocal`` console script of this interpreter's environment (installed by ``pip install -e .``).
+
+    Command behaviour is tested in-process (:func:`run_cli`); each entry point also gets one smoke test through
+    the real console script, found here once.
+    """
+    path = VENV_BIN / "yolo-nonlocal"
+    found = str(path) if path.is_file() else shutil.which("yolo-nonlocal")
+    if not found:
+        pytest.fail(f"no yolo-nonlocal console script beside {sys.executable}; install the package (make install)")
+    return found
+
+
+@dataclass
+class CliResult:
+    """What one in-process ``yolo-nonlocal`` call returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``yolo-nonlocal ARGV...`` in this process (``yolo_nonlocal.cli.main``) and capture what it printed."""
+
+    def run(*argv: str) -> CliResult:
+        from yolo_nonlocal.cli import main
+
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return CliResult(rc, out, err)
+
+    return run

@@ -1,27 +1,14 @@
-"""Fixtures of the command-line tests: the installed console script, and a small trained-like Non-local model.
+"""Fixtures of the command-line tests: a small trained-like Non-local model and its images.
 
-Command behaviour is tested in-process (``main(argv)`` with capsys); each entry point also gets one smoke test
-through the real console script, found here once.
+The console-script fixture (``console_script``) and the in-process runner (``run_cli``) are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session")
-def console_script() -> str:
-    """The ``yolo-nonlocal`` console script of this interpreter's environment (installed by ``pip install -e .``)."""
-    path = Path(sys.executable).parent / "yolo-nonlocal"
-    found = str(path) if path.is_file() else shutil.which("yolo-nonlocal")
-    if not found:
-        pytest.fail(f"no yolo-nonlocal console script beside {sys.executable}; install the package (make install)")
-    return found
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ included), and attention layers reported as global."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from yolo_nonlocal.data.receptive_field import (

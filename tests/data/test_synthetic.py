@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import yaml
 
 from yolo_nonlocal.data.synthetic import PALETTE, SyntheticConfig, generate_image, generate_sample, make_dataset
 
-CLI = [str(Path(sys.executable).parent / "yolo-nonlocal")]  # the installed console script
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -160,19 +158,19 @@ def test_data_yaml_resolves_in_ultralytics_and_is_relocatable(tmp_path):
     assert meta["train_args"]["mosaic"] == 0.0 and meta["synthetic"]["kind"] == "neutral"
 
 
-def test_cli_reuse_refuse_force_and_errors(tmp_path):
+def test_cli_reuse_refuse_force_and_errors(tmp_path, console_script, run_cli):
     out = tmp_path / "ds"
     args = ["make-dataset", "kind=context", f"out={out}", "n_train=4", "n_val=2", "seed=5"]
-    r = subprocess.run([*CLI, *args], capture_output=True, text=True, check=True)
+    r = subprocess.run([console_script, *args], capture_output=True, text=True, check=True)  # the one smoke test
     assert Path(r.stdout.strip()) == out / "data.yaml"
     before = _digest(out)
-    r = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    r = run_cli(*args)
     assert r.returncode == 0 and "reusing" in r.stderr and _digest(out) == before
 
-    r = subprocess.run([*CLI, *args[:-1], "seed=6"], capture_output=True, text=True)
+    r = run_cli(*args[:-1], "seed=6")
     assert r.returncode == 2 and "--force" in r.stderr
     assert _digest(out) == before, "a refused run loses nothing"
-    r = subprocess.run([*CLI, *args[:-1], "seed=6", "--force"], capture_output=True, text=True)
+    r = run_cli(*args[:-1], "seed=6", "--force")
     assert r.returncode == 0 and _digest(out) != before
     assert yaml.safe_load((out / "data.yaml").read_text())["synthetic"]["seed"] == 6
 
@@ -184,10 +182,10 @@ def test_cli_reuse_refuse_force_and_errors(tmp_path):
         (["kind=neutral", f"out={out}", "rule=count"], "rule= applies to kind=context and kind=farcue only"),
         (["kind=context"], "missing out="),
     ):
-        r = subprocess.run([*CLI, "make-dataset", *bad], capture_output=True, text=True)
+        r = run_cli("make-dataset", *bad)
         assert r.returncode == 2 and message in r.stderr, (bad, r.stderr)
         assert r.stderr.startswith("yolo-nonlocal make-dataset: error: "), r.stderr
-    r = subprocess.run([*CLI, "make-dataset", "--help"], capture_output=True, text=True)
+    r = run_cli("make-dataset", "--help")
     assert r.returncode == 0 and "kind=context|neutral" in r.stdout
 
 
@@ -338,7 +336,7 @@ def test_farcue_near_cue_lies_inside_every_level_of_every_target_cell():
                 assert lo[k] <= c0 and hi[k] >= c1 - 1
 
 
-def test_farcue_config_and_cli_errors(tmp_path):
+def test_farcue_config_and_cli_errors(tmp_path, run_cli):
     with pytest.raises(ValueError, match="rule='singleton' is not supported for kind=farcue"):
         SyntheticConfig(kind="farcue")
     with pytest.raises(ValueError, match="too narrow"):
@@ -347,11 +345,9 @@ def test_farcue_config_and_cli_errors(tmp_path):
         SyntheticConfig(kind="context", counterfactual=True)
     with pytest.raises(ValueError, match="whole image"):
         generate_sample(SyntheticConfig(kind="farcue", rule="far", rf_model="yolo11n.yaml"), "train", 0)
-    r = subprocess.run([*CLI, "make-dataset", "kind=farcue", f"out={tmp_path}/x", "counterfactual=maybe"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = run_cli("make-dataset", "kind=farcue", f"out={tmp_path}/x", "counterfactual=maybe")
     assert r.returncode == 2 and "counterfactual='maybe' is not a boolean" in r.stderr
-    r = subprocess.run([*CLI, "make-dataset", "kind=farcue", f"out={tmp_path}/y", "n_train=2", "n_val=1"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = run_cli("make-dataset", "kind=farcue", f"out={tmp_path}/y", "n_train=2", "n_val=1")
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())["synthetic"]["rule"] == "far"
 

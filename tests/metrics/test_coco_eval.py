@@ -399,18 +399,12 @@ def test_data_yaml_forms_txt_lists_segments_and_exif(tmp_path):
         ce.build_ground_truth(root / "data.yaml")
 
 
-def _console_script(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    assert path.exists(), f"{name} console script not installed next to {sys.executable}"
-    return str(path)
-
-
-def test_cli_writes_out_json_in_a_subprocess(dataset, tmp_path):
+def test_cli_writes_out_json_in_a_subprocess(dataset, tmp_path, console_script):
     """The smoke test of the installed command; everything else about it is tested in-process."""
     dets = _detections(6)
     (tmp_path / "pred.json").write_text(json.dumps(dets))
     out = tmp_path / "out" / "stats.json"
-    cmd = [_console_script("yolo-nonlocal"), "eval", f"data={dataset}", f"predictions={tmp_path / 'pred.json'}",
+    cmd = [console_script, "eval", f"data={dataset}", f"predictions={tmp_path / 'pred.json'}",
            f"json={out}", "tiny=True", "backend=pycocotools"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ})
     assert proc.returncode == 0, proc.stderr
