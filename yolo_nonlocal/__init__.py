@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "register",
-           "unregister", "__version__"]
+__all__ = ["NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "ContextBlock",
+           "LocalBlock", "register", "unregister", "__version__"]
 
 _LAZY = {
     "NonLocal": "yolo_nonlocal.nonlocal_block",
@@ -18,6 +18,8 @@ _LAZY = {
     "NonLocal3d": "yolo_nonlocal.nonlocal_block",
     "MODES": "yolo_nonlocal.nonlocal_block",
     "NonLocalConfigError": "yolo_nonlocal.nonlocal_block",
+    "ContextBlock": "yolo_nonlocal.context_block",
+    "LocalBlock": "yolo_nonlocal.local_block",
     "register": "yolo_nonlocal.integrations.ultralytics.registration",
     "unregister": "yolo_nonlocal.integrations.ultralytics.registration",
 }

@@ -11,7 +11,6 @@ anchor-free (YOLOv7 u6) gets none of the anchor-based YAMLs.
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,22 +48,13 @@ class YamlCopy:
 
 
 def source_yaml_dir() -> Path:
-    """The folder holding the shipped model YAMLs: inside the wheel, or at the repository top in a dev install."""
-    try:
-        packaged = importlib.resources.files("yolo_nonlocal") / "model_yamls"
-        if packaged.is_dir():
-            return Path(str(packaged))
-    except (ModuleNotFoundError, TypeError, NotImplementedError):  # pragma: no cover - exotic loaders
-        pass
-    import yolo_nonlocal
+    """The folder holding the shipped model YAMLs (:func:`yolo_nonlocal.utils.model_yamls.model_yaml_dir`)."""
+    from yolo_nonlocal.utils.model_yamls import model_yaml_dir
 
-    dev = Path(yolo_nonlocal.__file__).resolve().parent.parent / "model_yamls"
-    if dev.is_dir():
-        return dev
-    raise PatchError(
-        "cannot find the model YAMLs of yolo-nonlocal (looked for yolo_nonlocal/model_yamls in the installed "
-        f"package and {dev}); reinstall the package: pip install --force-reinstall yolo-nonlocal"
-    )
+    try:
+        return model_yaml_dir()
+    except FileNotFoundError as e:
+        raise PatchError(str(e).removeprefix("yolo-nonlocal: ")) from None
 
 
 def yaml_modules(text: str) -> list[str]:
