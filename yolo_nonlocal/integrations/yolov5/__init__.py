@@ -9,8 +9,7 @@ and :mod:`.results`. The names below are imported on first use, so this package 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from yolo_nonlocal.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "patch": "api",
@@ -34,14 +33,4 @@ _EXPORTS = {
 __all__ = ["FLAVOURS", "MARKER", "STATE_DIR", "YAMLS", "YOLO_PY", "PatchError", "PatchResult", "TreeStatus", "UnpatchResult", "detect_flavour", "patch", "patch_source", "source_yaml_dir", "status", "unpatch", "unpatch_source"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
