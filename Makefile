@@ -52,9 +52,10 @@ bench: install
 	$(BIN)/python benchmarks/coco_eval.py --images 500
 	$(BIN)/python benchmarks/gflops.py
 
-# the small-object evidence protocol (hours on a CPU; minutes on a GPU): see docs/compare.md
+# the small-object evidence protocol on the positive control (about an hour on 2 CPU cores; minutes on a
+# GPU): see docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
 bench-small-objects: install
-	$(BIN)/python benchmarks/small_objects.py
+	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl,nl-g1
 
 # Wheels for benchmarks/gpu_evidence.sh on a lent GPU machine (Python 3.12, no Ultralytics, no registry):
 # this venv's Ultralytics release, its thop and faster-coco-eval, into .whl/ (git-ignored), to carry there.

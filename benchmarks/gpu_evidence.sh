@@ -7,7 +7,7 @@
 # Everything lands in $OUT (the device tool's output folder; benchmarks/runs/gpu elsewhere):
 #   block.txt           benchmarks/block.py --device cuda       (fused vs explicit block, bf16, batch 16)
 #   model.txt           benchmarks/model.py                     (yolov8n vs -nl train step at 640x32, 1280x8)
-#   small_objects.*     benchmarks/small_objects.py --device 0  (the evidence table; AMP on, as Ultralytics
+#   small_objects.*     benchmarks/small_objects.py --device 0  (the evidence table of issue 10; AMP on, as Ultralytics
 #                       trains on a GPU) and every run's results.csv (loss curves: did AMP stay finite?)
 # STAGES picks stages (default "block model evidence"); SO_ARGS the small_objects arguments; SO_BUDGET its
 # time limit in seconds. Finished runs are reused, so a second call on a still-warm machine continues.
@@ -16,8 +16,11 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/runs/gpu}
 mkdir -p "$OUT"
 STAGES=${STAGES:-"block model evidence"}
-SO_ARGS=${SO_ARGS:-"--tasks context --protocols finetune --seeds 3 --pretrain-epochs 40 --finetune-epochs 20 --n-train 800 --n-val 300 --n-test 500 --batch 32 --workers 8"}
-SO_BUDGET=${SO_BUDGET:-360}
+# the README's CPU rows on the positive control (fine-tune protocol) at 5x the images and 2x the epochs, plus
+# the GC block and the local control, 3 seeds as on the CPU; runs finish in order (seed by seed), and a second
+# call continues where the budget stopped the first. Then: --tasks farcue-near,neutral
+SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl,nl-g1,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
+SO_BUDGET=${SO_BUDGET:-420}
 
 if ! python3 -c "import ultralytics" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
