@@ -110,7 +110,7 @@ def test_patched_parse_model_passes_input_channels(tmp_path, block):
     for layout, res in results.items():
         assert res["stock_ch"] == [16, 32], layout  # stock rows build either way
         if block == "block":
-            assert "pip install yolo-nonlocal" in res.get("error", ""), layout
+            assert "install the yolo-nonlocal package here" in res.get("error", ""), layout
         else:
             # 16 channels after the stem (32 * 0.5), 32 after the head conv; NonLocal keeps its input channels
             assert res["ch"] == [16, 16, 32, 32, 48], layout

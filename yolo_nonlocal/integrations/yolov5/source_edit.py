@@ -65,11 +65,11 @@ def _newline_of(text: str) -> str:
 
 def _import_block(nl: str) -> list[str]:
     lines = [
-        f"try:  {MARKER}: NonLocal rows in model YAMLs (https://pypi.org/project/yolo-nonlocal)",
+        f"try:  {MARKER}: NonLocal rows in model YAMLs (the yolo-nonlocal package)",
         f"    from yolo_nonlocal.nonlocal_block import NonLocal  {MARKER}",
         f"except ImportError as _yolo_nonlocal_error:  {MARKER}: stock YAMLs still build without the package",
         f"    def NonLocal(*args, _why=str(_yolo_nonlocal_error), **kwargs):  {MARKER}",
-        f'        raise ImportError(f"this model YAML uses NonLocal: pip install yolo-nonlocal ({{_why}})")  {MARKER}',
+        f'        raise ImportError(f"this model YAML uses NonLocal: install the yolo-nonlocal package here, from its wheel or source folder ({{_why}})")  {MARKER}',
     ]
     return [line + nl for line in lines]
 
