@@ -98,3 +98,25 @@ def run_cli(capsys):
         return CliResult(rc, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def largest_tensor():
+    """A context manager class recording the largest tensor any ATen op produces (forward and backward):
+    ``with largest_tensor() as rec: ...; rec.largest`` (elements). Shows that no N x N' tensor is built."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    return LargestTensor

@@ -18,7 +18,6 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolo_nonlocal import MODES, NonLocal, NonLocal1d, NonLocal2d, NonLocal3d
 from yolo_nonlocal.nonlocal_block import NonLocalConfigError
@@ -291,33 +290,18 @@ def test_block_pickled_before_init_gamma_still_loads_and_runs(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- memory
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any ATen op produces (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 @pytest.mark.parametrize(
     "mode,backend",
     [("dot_product", "auto"), ("concatenation", "auto"), ("embedded_gaussian", "sdpa"), ("gaussian", "sdpa")],
 )
-def test_never_builds_the_big_pairwise_tensor(mode, backend):
+def test_never_builds_the_big_pairwise_tensor(mode, backend, largest_tensor):
     """dot_product stays linear in N; concatenation keeps N x N' scalars only; SDPA never holds N x N' logits."""
     c, n = 8, 48 * 48
     block = NonLocal(c, mode=mode, backend=backend)
     with torch.no_grad():
         block.w_z[1].weight.fill_(1.0)
     x = torch.randn(1, c, 48, 48, requires_grad=True)
-    with _LargestTensor() as rec:
+    with largest_tensor() as rec:
         block(x).sum().backward()
     if mode == "concatenation":
         assert rec.largest <= n * n  # never 2C' x N x N'
@@ -325,11 +309,11 @@ def test_never_builds_the_big_pairwise_tensor(mode, backend):
         assert rec.largest < n * n // 8, f"{mode}: a tensor of {rec.largest} elements for N={n}"
 
 
-def test_explicit_backend_does_build_logits():
+def test_explicit_backend_does_build_logits(largest_tensor):
     """The recorder above can fail: the explicit backend does hold N x N' logits."""
     block = NonLocal(8, backend="explicit")
     x = torch.randn(1, 8, 32, 32)
-    with _LargestTensor() as rec:
+    with largest_tensor() as rec:
         block(x)
     assert rec.largest >= (32 * 32) ** 2
 
@@ -528,7 +512,7 @@ def test_chunked_attention_matches_explicit_with_gradients():
 
 
 @pytest.mark.parametrize("mode,sub_sample", [("embedded_gaussian", True), ("gaussian", False)])
-def test_chunked_backend_parity_and_memory(mode, sub_sample):
+def test_chunked_backend_parity_and_memory(mode, sub_sample, largest_tensor):
     block = _randomise(NonLocal(6, mode=mode, sub_sample=sub_sample, backend="chunked"))
     x = torch.randn(*SIZES[2])
     torch.testing.assert_close(block(x).double(), reference_nonlocal(block, x), rtol=1e-5, atol=1e-5)
@@ -536,7 +520,7 @@ def test_chunked_backend_parity_and_memory(mode, sub_sample):
     from yolo_nonlocal.ops.chunked_attention import chunked_softmax_attention
 
     t = torch.randn(1, 2304, 8, requires_grad=True)
-    with _LargestTensor() as rec:
+    with largest_tensor() as rec:
         chunked_softmax_attention(t, t, t, 0.3, chunk_elements=2304 * 64).sum().backward()
     assert rec.largest <= 2304 * 64
 

@@ -12,7 +12,6 @@ import io
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolo_nonlocal.ops.chunked_attention import DEFAULT_CHUNK_ELEMENTS, chunked_softmax_attention, compute_dtype
 from yolo_nonlocal.ops.softmax_attention import (
@@ -140,29 +139,14 @@ def test_fused_kernel_runs_not_the_math_fallback(heads, dtype):
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any aten op produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 @pytest.mark.parametrize("heads", [1, 4])
-def test_fused_path_never_holds_the_logits(heads):
+def test_fused_path_never_holds_the_logits(heads, largest_tensor):
     n = 2048
     q, k, v = _inputs(n, n, 8, 8, dtype=torch.float32, batch=1)
-    with _LargestTensor() as rec:
+    with largest_tensor() as rec:
         sdpa_attention(q, k, v, 0.3, heads=heads).sum().backward()
     assert rec.largest < n * n // 16, f"a tensor of {rec.largest} elements for {n} x {n} logits"
-    with _LargestTensor() as rec:  # the recorder can fail: the explicit form does hold them
+    with largest_tensor() as rec:  # the recorder can fail: the explicit form does hold them
         explicit_attention(q, k, v, 0.3)
     assert rec.largest >= n * n
 
