@@ -120,3 +120,48 @@ def largest_tensor():
             return out
 
     return LargestTensor
+
+
+@pytest.fixture(scope="session")
+def context_val_images(tmp_path_factory) -> Path:
+    """Three 128 px images of the synthetic context set (its images/val folder; do not modify them)."""
+    from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
+
+    cfg = SyntheticConfig(kind="context", n_train=1, n_val=3, imgsz=128, seed=7, min_size=8, max_size=16)
+    return make_dataset(tmp_path_factory.mktemp("context3") / "ds", cfg, progress=False).parent / "images" / "val"
+
+
+def _trained_like_nonlocal_yolo(images: Path):
+    """A fresh yolov8n-nl whose blocks are far from the identity, as training would leave them: BatchNorm
+    statistics set from ``images`` (an untrained YOLO's activations otherwise shrink to ~0), then random W_z
+    BatchNorm weights and biases (seeded)."""
+    import cv2
+    import torch
+    from ultralytics import YOLO
+
+    from yolo_nonlocal import NonLocal
+
+    torch.manual_seed(0)
+    yolo = YOLO("yolov8n-nl.yaml")
+    net = yolo.model
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    arr = [cv2.imread(str(p))[:, :, ::-1].copy() for p in sorted(Path(images).glob("*.png"))]
+    net.train()
+    with torch.no_grad():
+        net(torch.from_numpy(np.stack(arr)).permute(0, 3, 1, 2).float() / 255)
+    net.eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, NonLocal):
+                m.w_z[1].weight.normal_(0.0, 0.5)
+                m.w_z[1].bias.normal_(0.0, 0.1)
+    return yolo
+
+
+@pytest.fixture(scope="session")
+def make_trained_like_nl():
+    """The factory of :func:`_trained_like_nonlocal_yolo`: each call builds a new model (tests may change it)."""
+    return _trained_like_nonlocal_yolo

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from yolo_nonlocal import NonLocal
-from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 from yolo_nonlocal.tools.block_usage import (
     block_usage, disable_nonlocal_, query_distance, replace_y_by_spatial_mean, reset_nonlocal_to_identity_,
     residual_parts, shortcut_residuals, zero_nonlocal_gamma_,
@@ -22,9 +21,8 @@ from yolo_nonlocal.tools.block_usage import (
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    cfg = SyntheticConfig(kind="context", n_train=1, n_val=3, imgsz=128, seed=7, min_size=8, max_size=16)
-    return make_dataset(tmp_path_factory.mktemp("usage") / "ds", cfg, progress=False).parent / "images" / "val"
+def images(context_val_images) -> Path:
+    return context_val_images
 
 
 def _batch(images: Path) -> torch.Tensor:
@@ -33,32 +31,9 @@ def _batch(images: Path) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trained_like(images):
-    """A yolov8n-nl whose blocks are far from the identity, as training would leave them.
-
-    BatchNorm statistics are set from the images (an untrained YOLO's activations otherwise shrink towards 0),
-    then W_z's BatchNorm gets random weights and biases."""
-    from ultralytics import YOLO
-
-    from yolo_nonlocal import NonLocal
-
-    torch.manual_seed(0)
-    yolo = YOLO("yolov8n-nl.yaml")
-    net = yolo.model
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    with torch.no_grad():
-        net(_batch(images))
-    net.eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, NonLocal):
-                m.w_z[1].weight.normal_(0.0, 0.5)
-                m.w_z[1].bias.normal_(0.0, 0.1)
-    return yolo
+def trained_like(images, make_trained_like_nl):
+    """A yolov8n-nl whose blocks are far from the identity, as training would leave them (tests/conftest.py)."""
+    return make_trained_like_nl(images)
 
 
 def _paper_parts(block, x: torch.Tensor) -> tuple[float, float, float]:
