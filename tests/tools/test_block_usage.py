@@ -294,7 +294,11 @@ def test_ablations_on_a_model(images, trained_like):
     fused = copy.deepcopy(net)
     with torch.no_grad(), replace_y_by_spatial_mean(fused):
         fused.fuse(verbose=False)
-        torch.testing.assert_close(fused(x)[0], flat, rtol=1e-3, atol=1e-3)
+        out = fused(x)[0]
+    # fusing Conv + BN rounds differently (a few 1e-3 on box coordinates of ~100): what shows that the hooks
+    # survived is that the fused output is the ablated one, far closer to it than to the intact model's
+    to_flat, to_full = float((out - flat).abs().max()), float((out - full).abs().max())
+    assert to_flat < 2e-2 and to_flat * 10 < to_full, (to_flat, to_full)
     assert zero_nonlocal_gamma_(net) == 2
     usage = block_usage(net, images, imgsz=128)
     assert all(u.varying == pytest.approx(0.0, abs=1e-5) and u.constant > 0 for u in usage)
