@@ -51,7 +51,11 @@ def _paper_parts(block, x: torch.Tensor) -> tuple[float, float, float]:
 
 
 def test_fresh_blocks_are_the_identity(images):
-    usage = block_usage("yolov8n-nl.yaml", images, imgsz=128)
+    from ultralytics import YOLO
+
+    from yolo_nonlocal.integrations.ultralytics.options import configure
+
+    usage = block_usage(configure(YOLO("yolov8n-nl.yaml"), init_gamma=0.0), images, imgsz=128)
     assert [u.layer for u in usage] == [10, 17]
     assert [u.channels for u in usage] == [256, 64]
     assert all(u.gamma == 0.0 and u.residual == 0.0 and u.residual_max == 0.0 and u.images == 3 for u in usage)

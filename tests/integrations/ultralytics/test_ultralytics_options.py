@@ -27,7 +27,10 @@ from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
 
 
 def _yaml(**keys) -> dict:
+    """yolov8n-nl's model dict without the shipped options (the keys absent), then ``keys``."""
     d = deepcopy(yaml_model_load("yolov8n-nl.yaml"))
+    for key in (options.INIT_GAMMA_KEY, options.LR_MULT_KEY):
+        d.pop(key, None)
     d.update(keys)
     return d
 
@@ -53,6 +56,15 @@ def test_defaults_when_keys_are_absent():
     assert options.read_options({}) == options.BlockOptions(0.0, 1.0)
     model = DetectionModel(_yaml(), verbose=False)
     assert _gammas(model) == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["yolov8n-nl.yaml", "yolo11n-nl.yaml", "yolo26n-nl.yaml", "yolov8n-nl-p2.yaml"])
+def test_shipped_yamls_state_the_measured_default(name):
+    """The shipped -nl YAMLs write the measured default out (README, Results): the identity init, gamma 0."""
+    d = yaml_model_load(name)
+    assert d[options.INIT_GAMMA_KEY] == 0.0
+    assert options.read_options(d) == options.BlockOptions(0.0, 1.0)
+    assert set(_gammas(DetectionModel(deepcopy(d), verbose=False))) == {0.0}
 
 
 def test_init_gamma_is_in_the_built_model_and_its_yaml():
