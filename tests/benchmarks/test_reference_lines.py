@@ -3,10 +3,7 @@ COCOeval where its tie-breaking cannot matter), the oracle, and the baseline-loc
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +11,7 @@ import pytest
 from yolo_nonlocal.data.synthetic import SyntheticConfig, generate_sample, make_dataset
 from yolo_nonlocal.metrics.coco import evaluate
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("reference_lines", ROOT / "benchmarks" / "reference_lines.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reference_lines"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rl = _module()
+import reference_lines as rl  # noqa: E402  (tests/benchmarks/conftest.py puts benchmarks/ on sys.path)
 
 
 def test_tied_cap_is_the_class_share_by_hand(tmp_path):

@@ -3,27 +3,13 @@ the generated -nl variant YAMLs (built by the real Ultralytics with the options 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("small_objects", ROOT / "benchmarks" / "small_objects.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["small_objects"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-so = _module()
+import small_objects as so  # noqa: E402  (tests/benchmarks/conftest.py puts benchmarks/ on sys.path)
 
 
 def test_t_quantiles_match_the_tables():
