@@ -17,7 +17,8 @@ Protocols, every arm and every seed trained the same way through Ultralytics' ow
   scratch    every arm from random initialisation for --epochs.
 
 Arms (--arms): baseline (MODEL.yaml); nl (MODEL-nl.yaml as shipped); nl-g<G>[-lr<M>] (the shipped -nl YAML
-with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set, written to OUT/models/); gc[-g..]
+with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set, written to OUT/models/); nl-ss
+[-g..][-lr..] (the same with sub_sample on the last NonLocal row, the P3 block: the cost-aware variant); gc[-g..]
 [-lr..] and local[-g..][-lr..] (MODEL-gc.yaml / MODEL-local.yaml when installed, else the -nl YAML with
 GCNet's ContextBlock / the parameter-matched LocalBlock control in its NonLocal rows); yolo11n, yolo12n,
 yolo26n (peers), p2 and nl-p2 (MODEL-p2.yaml, MODEL-nl-p2.yaml: the stride-4 head rows; peers and p2 arms
@@ -148,7 +149,7 @@ class Arm:
     note: str = ""
 
 
-_NL_ARM = re.compile(r"^(?P<block>nl|gc|local)(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-lr(?P<lr>\d+(?:\.\d+)?))?$")
+_NL_ARM = re.compile(r"^(?P<block>nl|gc|local)(?P<ss>-ss)?(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-lr(?P<lr>\d+(?:\.\d+)?))?$")
 
 
 def _loadable(spec: str) -> bool:
@@ -165,12 +166,15 @@ BLOCKS = {"gc": "ContextBlock", "local": "LocalBlock"}  # sibling modules of Non
 
 
 def nl_variant_yaml(base_spec: str, out_dir: Path, init_gamma: float | None, lr_mult: float | None,
-                    block: str | None = None) -> Path:
+                    block: str | None = None, sub_sample_last: bool = False) -> Path:
     """Write ``base_spec`` (a shipped -nl YAML, e.g. yolov8n-nl.yaml) with the model-YAML keys
     ``nonlocal_init_gamma`` / ``nonlocal_lr_mult`` set, as ``out_dir/<stem>-g<G>-lr<M>.yaml`` (the scale letter
     stays in the name, so Ultralytics picks the same scale); returns the path. ``block="gc"`` / ``"local"``
     also puts GCNet's ContextBlock / the LocalBlock control (default arguments) in every NonLocal row: the
-    same places, the sibling block (named ``<model>-gc...`` / ``<model>-local...``)."""
+    same places, the sibling block (named ``<model>-gc...`` / ``<model>-local...``). ``sub_sample_last`` turns
+    ``sub_sample`` on in the last NonLocal row (the P3 neck output in the shipped YAMLs, where the attention
+    costs most: 4x fewer keys and values; named ``<model>-nl-ss...``), the cost-aware variant of
+    benchmarks/model.py's table."""
     import yaml
     from ultralytics.nn.tasks import yaml_model_load
 
@@ -190,6 +194,19 @@ def nl_variant_yaml(base_spec: str, out_dir: Path, init_gamma: float | None, lr_
         if not rows:
             raise ValueError(f"{base_spec} has no NonLocal row to replace with {module}")
         stem = stem.replace("-nl", f"-{block}")
+    if sub_sample_last:
+        if block is not None:
+            raise ValueError(f"sub_sample is a NonLocal argument; {BLOCKS[block]} has none")
+        places = [(part, i) for part in ("backbone", "head") for i, row in enumerate(d.get(part, []))
+                  if row[2] == "NonLocal"]  # fmt: skip
+        if not places:
+            raise ValueError(f"{base_spec} has no NonLocal row to sub-sample")
+        part, i = places[-1]
+        row = d[part][i]
+        args = list(row[3]) + [2, "embedded_gaussian", False][len(row[3]):]  # the row's defaults, written out
+        args[2] = True
+        d[part] = [*d[part][:i], [row[0], row[1], "NonLocal", args], *d[part][i + 1:]]
+        stem = stem.replace("-nl", "-nl-ss")
     scale = d.pop("scale", None)
     d.pop("yaml_file", None)
     if scale and "scales" in d:
@@ -218,12 +235,13 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         base, block = f"{model}-nl.yaml", m.group("block")
         g = float(m.group("g")) if m.group("g") else None
         lr = float(m.group("lr")) if m.group("lr") else None
-        if block == "nl" and g is None and lr is None:
+        ss = bool(m.group("ss"))
+        if block == "nl" and g is None and lr is None and not ss:
             return Arm(name, base)
-        if block != "nl" and g is None and lr is None and _loadable(f"{model}-{block}.yaml"):
+        if block != "nl" and g is None and lr is None and not ss and _loadable(f"{model}-{block}.yaml"):
             return Arm(name, f"{model}-{block}.yaml")  # a shipped sibling YAML wins over the generated one
         try:
-            path = nl_variant_yaml(base, out / "models", g, lr, None if block == "nl" else block)
+            path = nl_variant_yaml(base, out / "models", g, lr, None if block == "nl" else block, ss)
         except (ValueError, FileNotFoundError) as e:
             return Arm(name, None, note=f"cannot build it ({e}): arm skipped")
         return Arm(name, str(path))
@@ -235,7 +253,7 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         if not Path(name).is_file() and not _loadable(name):
             raise FileNotFoundError(f"--arms {name}: no such model YAML")
         return Arm(Path(name).stem, str(Path(name).resolve()) if Path(name).is_file() else name)
-    raise ValueError(f"unknown arm {name!r}; use baseline, nl|gc|local[-g<G>][-lr<M>], p2, nl-p2, {', '.join(PEERS)} or a .yaml")
+    raise ValueError(f"unknown arm {name!r}; use baseline, nl[-ss]|gc|local[-g<G>][-lr<M>], p2, nl-p2, {', '.join(PEERS)} or a .yaml")
 
 
 # ------------------------------------------------------------------------------------------------------

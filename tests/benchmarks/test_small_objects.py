@@ -48,6 +48,25 @@ def test_nl_variant_yaml_is_built_with_its_options(tmp_path):
     assert so.nl_variant_yaml("yolov8n-nl.yaml", tmp_path, 1.0, 5.0) == path  # same content: the file is kept
 
 
+def test_sub_sampled_arm_turns_sub_sample_on_in_the_p3_row_only(tmp_path):
+    from ultralytics import YOLO
+
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    arm = so.resolve_arm("nl-ss-g0.3", "yolov8n", tmp_path)
+    assert Path(arm.spec).name == "yolov8n-nl-ss-g0.3.yaml"
+    model = YOLO(arm.spec).model
+    blocks = {i: m for i, m in enumerate(model.model) if isinstance(m, NonLocal)}
+    assert sorted(blocks) == [10, 17]  # the shipped places: P5 after SPPF, the P3 neck output
+    assert blocks[17].sub_sample and not blocks[10].sub_sample
+    assert float(blocks[17].w_z[1].weight.detach().min()) == pytest.approx(0.3)
+    shipped = YOLO("yolov8n-nl.yaml").model  # max pooling adds no parameter
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in shipped.parameters())
+    with pytest.raises(ValueError, match="unknown arm"):
+        so.resolve_arm("nl-g0.3-ss", "yolov8n", tmp_path)  # one order: block, -ss, -g, -lr
+    assert so.resolve_arm("gc-ss", "yolov8n", tmp_path).spec is None  # ContextBlock has no sub_sample: skipped
+
+
 def test_arms_and_plan(tmp_path):
     assert so.resolve_arm("baseline", "yolov8n", tmp_path).spec == "yolov8n.yaml"
     assert so.resolve_arm("nl", "yolov8n", tmp_path).spec == "yolov8n-nl.yaml"
