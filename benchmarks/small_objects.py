@@ -360,6 +360,24 @@ def has_blocks(weights: str | Path) -> bool:
     return any(isinstance(m, NonLocal) for m in YOLO(str(weights)).model.modules())
 
 
+def block_gammas(weights: str | Path) -> dict[str, Any] | None:
+    """The mean |gamma| of W_z's BatchNorm in each NonLocal block of ``weights`` (model order), and their mean:
+    how far training moved each block's output scale from its ``nonlocal_init_gamma``. None without blocks."""
+    from ultralytics import YOLO
+
+    return block_gammas_from_model(YOLO(str(weights)).model)
+
+
+def block_gammas_from_model(model) -> dict[str, Any] | None:
+    from yolo_nonlocal.nonlocal_block import NonLocal
+
+    blocks = [m for m in model.modules() if isinstance(m, NonLocal)]
+    if not blocks:
+        return None
+    per = [float(b.w_z[1].weight.detach().abs().mean()) for b in blocks]
+    return {"per_block": per, "mean": statistics.fmean(per)}
+
+
 def predict_split(weights: str | Path, data: Path, run_dir: Path, name: str, val_args: dict, ablation: str | None = None) -> Path:
     """Ultralytics val of ``weights`` on ``data``'s val split with save_json=True (optionally ablated); the
     predictions.json path, cached while the weights and the data are the same."""
@@ -519,6 +537,7 @@ def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, 
         scores["cf_old"] = coco(ds["test"], cf)  # the same predictions against the original labels
         scores["cue_sensitivity"] = cue_sensitivity(ds["test"], test_preds, cf)
     if has_blocks(w):
+        scores["gamma"] = block_gammas(w)
         for name in _ablations():
             scores[name] = coco(ds["test"], predict_split(w, ds["test"], run_dir, f"test_{name}", val_args, ablation=name))
     return scores
@@ -599,7 +618,8 @@ def execute(args: argparse.Namespace) -> dict:
 METRICS = {"test AP": ("test", "AP"), "test AP50": ("test", "AP50"), "test APs": ("test", "APs"),
            "cf AP (new labels)": ("cf_new", "AP"), "cf AP (old labels)": ("cf_old", "AP"),
            "blocks reset AP": ("blocks_reset", "AP"), "gamma zeroed AP": ("gamma_zero", "AP"),
-           "y by its mean AP": ("y_mean", "AP"), "near-target dets changed by the cue": ("cue_sensitivity", "share")}  # fmt: skip
+           "y by its mean AP": ("y_mean", "AP"), "near-target dets changed by the cue": ("cue_sensitivity", "share"),
+           "final mean abs(gamma)": ("gamma", "mean")}  # fmt: skip
 
 
 def _metric(rec: dict, key: tuple[str, str]) -> float | None:
@@ -642,6 +662,16 @@ def _pct(ms: Any) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+RAW_METRICS = {"final mean abs(gamma)"}  # shown as they are, not in %
+
+
+def _plain(ms: Any) -> str:
+    if not ms or ms[0] is None:
+        return "-"
+    mean, std = ms
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
 def markdown(result: dict) -> str:
     args = result["args"]
     lines = [f"# Small-object evidence (benchmarks/small_objects.py, preset {args.get('preset')})", "",
@@ -678,7 +708,8 @@ def markdown(result: dict) -> str:
         lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in task_rows:
             cells = [r["protocol"], r["arm"], str(len(r["seeds"])), str(r["epochs"])]
-            cells += [_pct(r.get(m)) for m in shown] + [_pct(r["val mAP (best epoch)"]), f"{r['minutes_per_run']:.1f}"]
+            cells += [_plain(r.get(m)) if m in RAW_METRICS else _pct(r.get(m)) for m in shown]
+            cells += [_pct(r["val mAP (best epoch)"]), f"{r['minutes_per_run']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
         ds = [d for d in result["differences"] if d["task"] == task]
         if ds:
@@ -703,7 +734,8 @@ def markdown(result: dict) -> str:
         "that change at all when only the cue is repainted: 0 for a model that cannot see the cue. Ablations of the NonLocal arms "
         "at test time: blocks reset = W_z's BatchNorm weight and bias zeroed (the block is the identity); gamma "
         "zeroed = its weight only (the learned constant beta stays); y by its mean = every position gets the same "
-        f"context (removes only the query dependence). {result['minutes']:.1f} min in all.",
+        f"context (removes only the query dependence). Final mean abs(gamma): W_z's BatchNorm weight in the best "
+        f"checkpoint, averaged over the blocks (its start is the arm's nonlocal_init_gamma). {result['minutes']:.1f} min in all.",
     ]
     return "\n".join(lines)
 

@@ -90,7 +90,7 @@ def test_summary_and_markdown_from_records():
         for arm, ap in (("baseline", b), ("nl-g1", m)):
             recs.append({"task": "farcue", "protocol": "finetune", "arm": arm, "seed": seed, "epochs": 10, "train_seconds": 60,
                          "test": {"AP": ap, "AP50": ap, "APs": ap}, "cf_new": {"AP": ap / 2}, "cf_old": {"AP": ap},
-                         "val_mAP": ap})  # fmt: skip
+                         "val_mAP": ap, **({"gamma": {"mean": 0.3 + seed / 100}} if arm == "nl-g1" else {})})  # fmt: skip
     rows, diffs = so.summarise(recs, ["farcue"], ["finetune"], arms)
     assert [r["arm"] for r in rows] == ["baseline", "nl-g1"]
     d = next(x for x in diffs if x["metric"] == "test AP")
@@ -102,6 +102,21 @@ def test_summary_and_markdown_from_records():
     text = so.markdown(result)
     assert "| rule-blind cap: exact boxes, every class, equal scores (exact) | 50.0 | 50.0 |" in text
     assert "finetune / nl-g1: test AP +10.0 (95% CI [" in text and "Machine: here" in text
+    row = next(line for line in text.splitlines() if line.startswith("| finetune | nl-g1 |"))
+    assert "| 0.310 ± 0.010 |" in row  # gamma as it is (not in %): mean of 0.30, 0.31, 0.32
+    assert next(line for line in text.splitlines() if line.startswith("| finetune | baseline |")).count("| - |") >= 1
+
+
+def test_block_gammas_read_the_checkpoint(tmp_path):
+    from ultralytics import YOLO
+
+    assert so.block_gammas_from_model(YOLO("yolov8n.yaml").model) is None
+    model = YOLO(str(so.nl_variant_yaml("yolov8n-nl.yaml", tmp_path, 0.25, None))).model
+    blocks = [m for m in model.modules() if type(m).__name__ == "NonLocal"]
+    blocks[1].w_z[1].weight.data[:2] = -0.75  # |gamma| is averaged: two channels of the P3 block at 0.75
+    g = so.block_gammas_from_model(model)
+    p3 = (0.25 * (blocks[1].c1 - 2) + 0.75 * 2) / blocks[1].c1
+    assert g["per_block"] == pytest.approx([0.25, p3]) and g["mean"] == pytest.approx((0.25 + p3) / 2)
 
 
 def test_cue_sensitivity_counts_only_near_target_changes(tmp_path):
