@@ -9,6 +9,7 @@
 #   model.txt           benchmarks/model.py                     (yolov8n vs -nl train step at 640x32, 1280x8)
 #   small_objects.*     benchmarks/small_objects.py --device 0  (the evidence table of issue 10; AMP on, as Ultralytics
 #                       trains on a GPU) and every run's results.csv (loss curves: did AMP stay finite?)
+#   cue_attention.md    benchmarks/cue_attention.py on its Non-local runs (does the cue reach the targets' cells?)
 # STAGES picks stages (default "block model evidence"); SO_ARGS the small_objects arguments; SO_BUDGET its
 # time limit in seconds. Finished runs are reused, so a second call on a still-warm machine continues.
 set -uo pipefail
@@ -16,10 +17,11 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/runs/gpu}
 mkdir -p "$OUT"
 STAGES=${STAGES:-"block model evidence"}
-# the README's CPU rows on the positive control (fine-tune protocol) at 5x the images and 2x the epochs, plus
-# the GC block and the local control, 3 seeds as on the CPU; runs finish in order (seed by seed), and a second
-# call continues where the budget stopped the first. Then: --tasks farcue-near,neutral
-SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl,nl-g1,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
+# the README's CPU rows on the positive control (fine-tune protocol) at 5x the images and 2x the epochs: the
+# init gammas 0 / 0.3 / 1, the P3-sub-sampled variant (the cost-aware candidate), the GC block and the local
+# control, 3 seeds as on the CPU; runs finish in order (seed by seed), and a second call continues where the
+# budget stopped the first. Then: --tasks farcue-near,neutral
+SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl,nl-g0.3,nl-g1,nl-ss-g0.3,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
 SO_BUDGET=${SO_BUDGET:-420}
 
 if ! python3 -c "import ultralytics" 2>/dev/null; then
@@ -47,7 +49,10 @@ for stage in $STAGES; do
       tail -n 25 "$OUT/small_objects.log"
       cp benchmarks/runs/small_objects_gpu/small_objects.md benchmarks/runs/small_objects_gpu/small_objects.json "$OUT/" 2>/dev/null
       (cd benchmarks/runs/small_objects_gpu && find . -name results.csv -path "*runs*" | while read -r f; do
-        mkdir -p "$OUT/results/$(dirname "$f")"; cp "$f" "$OUT/results/$f"; done) ;;
+        mkdir -p "$OUT/results/$(dirname "$f")"; cp "$f" "$OUT/results/$f"; done)
+      # does the cue reach the targets through the blocks? (benchmarks/cue_attention.py; seconds)
+      find benchmarks/runs/small_objects_gpu/runs/farcue -maxdepth 1 -name "nl*" -type d 2>/dev/null | sort \
+        | xargs -r python3 benchmarks/cue_attention.py --images 40 > "$OUT/cue_attention.md" 2>&1 ;;
     *) echo "gpu_evidence: unknown stage '$stage' (block, model, evidence)" >&2; exit 2 ;;
   esac
   echo "gpu_evidence: stage $stage took $(( $(date +%s) - start )) s" | tee -a "$OUT/versions.txt"
