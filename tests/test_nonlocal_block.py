@@ -242,6 +242,48 @@ def test_init_gamma_survives_reset_parameters():
     assert block.w_z[1].weight.eq(0.5).all()
 
 
+# ---------------------------------------------------------------------------------------- init_attention
+def test_uniform_init_attention_starts_every_query_with_a_uniform_map_and_learns_from_it():
+    """phi zero: each query weights every key 1/N' at insertion (y_i = mean of g); theta's gradient is 0 at
+    the first step (it multiplies phi), phi's is not, so the maps become query-dependent after one step."""
+    x = torch.randn(2, 8, 6, 5)
+    torch.manual_seed(0)
+    rand = NonLocal(8, init_gamma=1.0)
+    torch.manual_seed(0)
+    block = NonLocal(8, init_gamma=1.0, init_attention="uniform").train()
+    assert "init_attention='uniform'" in repr(block) and "init_attention" not in repr(rand)
+    assert torch.equal(block.phi.weight, torch.zeros_like(block.phi.weight)) and not block.phi.bias.any()
+    for name in ("g.weight", "theta.weight", "w_z.0.weight"):  # the rest is the random init, draw for draw
+        assert torch.equal(dict(block.named_parameters())[name], dict(rand.named_parameters())[name])
+    for sub in (False, True):
+        b = NonLocal(8, sub_sample=sub, init_attention="uniform")
+        w = b.pairwise_weights(x)
+        n_keys = 30 if not sub else 9
+        torch.testing.assert_close(w, torch.full_like(w, 1.0 / n_keys), rtol=0, atol=1e-7)
+    # the block's output is then x + W_z(mean_j g(x_j)): the same context at every position
+    y = block.g(x).flatten(2).mean(-1)[..., None, None].expand(-1, -1, 6, 5)
+    torch.testing.assert_close(block.eval()(x), x + block.w_z(y), rtol=1e-5, atol=1e-5)
+    block.train()
+    opt = torch.optim.SGD(block.parameters(), lr=0.5)
+    (block(x) * torch.randn_like(x)).sum().backward()
+    assert block.theta.weight.grad.abs().sum() == 0 and block.phi.weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():
+        w = block.pairwise_weights(x)
+    assert float(w.std(dim=1).max()) > 1e-6  # the maps now differ between queries
+    block.reset_parameters()  # the option survives a reset
+    assert not block.phi.weight.any()
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "dot_product", "concatenation"])
+def test_uniform_init_attention_is_refused_where_it_does_not_mean_uniform(mode):
+    with pytest.raises(NonLocalConfigError, match="init_attention='uniform'.*embedded_gaussian"):
+        NonLocal(8, mode=mode, init_attention="uniform")
+    with pytest.raises(NonLocalConfigError, match="init_attention must be one of 'random', 'uniform', got 'zero'"):
+        NonLocal(8, init_attention="zero")
+    assert NonLocal(8, mode=mode, init_attention="random").init_attention == "random"
+
+
 def test_device_meta_builds_without_memory():
     import resource
 

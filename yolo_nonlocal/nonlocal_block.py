@@ -20,6 +20,14 @@ paper's: a fresh block is exactly the identity and can be inserted into a traine
 its output, but theta, phi and g then get exactly zero gradient until gamma has moved; a non-zero
 ``init_gamma`` (e.g. 1) gives up the exact identity so that they learn from the first step.
 
+``init_attention`` (``embedded_gaussian`` only) says how the attention starts. ``"random"`` (default): theta
+and phi Kaiming-initialised, as the paper's code and mmcv do, so each query starts with a random, often
+sharply peaked map; a key it barely weights gets a gradient in proportion to that weight, so a cue it does
+not look at from the start may never be found. ``"uniform"``: phi starts at zero, every logit is 0 and every
+query's map is exactly uniform at insertion (y_i is the mean of g over the positions, GCNet's global
+context); phi gets its gradient through theta from the first step and the maps become query-dependent as
+they learn. W_z's init (``init_gamma``) is independent of it.
+
 ``sub_sample`` max-pools phi and g (and x for ``gaussian``) by 2 in space ((1, 2, 2) for clips), in ceil
 mode, so odd sizes keep their last row and column. The softmax scale s is 1/sqrt(d) by default, d the
 channels of the dot product, as the official code (facebookresearch/video-nonlocal-net, ``USE_SCALE``) does;
@@ -55,8 +63,10 @@ from yolo_nonlocal.ops.softmax_attention import BACKENDS, ONNX_MIN_OPSET, select
 
 __all__ = [
     "NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "BACKENDS", "ONNX_MIN_OPSET",
-    "check_positive_int", "check_init_gamma",
+    "check_positive_int", "check_init_gamma", "INIT_ATTENTIONS",
 ]
+
+INIT_ATTENTIONS = ("random", "uniform")  # how the attention maps start (``init_attention``)
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
@@ -93,6 +103,19 @@ def check_init_gamma(owner: str, value) -> float:
     return float(value)
 
 
+def check_init_attention(owner: str, value, mode: str) -> str:
+    """``init_attention`` if it is one of :data:`INIT_ATTENTIONS` and fits ``mode``, else :class:`NonLocalConfigError`."""
+    if value not in INIT_ATTENTIONS:
+        raise NonLocalConfigError(f"{owner}: init_attention must be one of {', '.join(map(repr, INIT_ATTENTIONS))}, got {value!r}")
+    if value == "uniform" and mode != "embedded_gaussian":
+        raise NonLocalConfigError(
+            f"{owner}: init_attention='uniform' zeroes phi of the embedded_gaussian softmax; mode {mode!r} has "
+            + ("no phi" if mode == "gaussian" else "no softmax (a zero phi would make y zero, not uniform)")
+            + ": use mode='embedded_gaussian' or init_attention='random'"
+        )
+    return value
+
+
 def _float32(t: torch.Tensor):
     """A region where autocast is off, so that explicit float32 products stay float32."""
     return torch.autocast(device_type=t.device.type, enabled=False)
@@ -112,6 +135,8 @@ class NonLocal(nn.Module):
         inter_channels: bottleneck channels, overriding ``reduction``.
         init_gamma: initial weight of W_z's BatchNorm. 0 (default, the paper's) makes a fresh block the exact
             identity; a non-zero value lets theta, phi and g learn from the first step.
+        init_attention: ``"random"`` (default: Kaiming theta and phi, the paper's code) or ``"uniform"`` (phi
+            zero: every query's attention is uniform at insertion). ``embedded_gaussian`` only.
         device, dtype: where and in what dtype the parameters are created, as torch layers take them.
         backend: softmax modes only. ``auto`` (the fastest measured path per device and size), ``sdpa``
             (fused attention kernels), ``explicit`` (matmul + softmax in float32) or ``chunked`` (query-chunked
@@ -124,6 +149,7 @@ class NonLocal(nn.Module):
     # Blocks pickled before the option existed have no instance attribute; they read this class default
     # (the value they were built with), so that repr, forward and reset_parameters keep working.
     init_gamma: float = 0.0
+    init_attention: str = "random"
 
     def __init__(
         self,
@@ -136,6 +162,7 @@ class NonLocal(nn.Module):
         inter_channels: Optional[int] = None,
         backend: str = "auto",
         init_gamma: float = 0.0,
+        init_attention: str = "random",
         device=None,
         dtype=None,
     ) -> None:
@@ -160,6 +187,7 @@ class NonLocal(nn.Module):
         else:
             check_positive_int("NonLocal", "inter_channels", inter_channels)
         init_gamma = check_init_gamma("NonLocal", init_gamma)
+        check_init_attention("NonLocal", init_attention, mode)
         if scale is not None:
             if mode not in SOFTMAX_MODES:
                 raise NonLocalConfigError(f"NonLocal: scale applies to the softmax modes {SOFTMAX_MODES}, not to {mode!r}")
@@ -168,7 +196,7 @@ class NonLocal(nn.Module):
 
         self.c1, self.inter_channels, self.mode = c1, inter_channels, mode
         self.sub_sample, self.dim, self.backend = sub_sample, dim, backend
-        self.init_gamma = init_gamma
+        self.init_gamma, self.init_attention = init_gamma, init_attention
         kw = {"device": device, "dtype": dtype}
         d = c1 if mode == "gaussian" else inter_channels
         self.scale = float(scale) if scale is not None else (1.0 / math.sqrt(d) if mode in SOFTMAX_MODES else None)
@@ -194,6 +222,10 @@ class NonLocal(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.init_attention == "uniform":  # every logit theta_i^T phi_j is 0: a uniform softmax
+            nn.init.zeros_(self.phi.weight)
+            if self.phi.bias is not None:
+                nn.init.zeros_(self.phi.bias)
         nn.init.constant_(self.w_z[1].weight, self.init_gamma)
         nn.init.zeros_(self.w_z[1].bias)
 
@@ -202,6 +234,8 @@ class NonLocal(nn.Module):
         s += f", dim={self.dim}"
         if self.init_gamma:
             s += f", init_gamma={self.init_gamma:g}"
+        if self.init_attention != "random":
+            s += f", init_attention={self.init_attention!r}"
         if self.scale is not None:
             s += f", scale={self.scale:.4g}"
         return s + (f", backend={self.backend!r}" if self.backend != "auto" else "")

@@ -67,6 +67,16 @@ def test_sub_sampled_arm_turns_sub_sample_on_in_the_p3_row_only(tmp_path):
     assert so.resolve_arm("gc-ss", "yolov8n", tmp_path).spec is None  # ContextBlock has no sub_sample: skipped
 
 
+def test_uniform_attention_arm_writes_the_model_yaml_key(tmp_path):
+    import yaml
+
+    arm = so.resolve_arm("nl-g0.3-u", "yolov8n", tmp_path)
+    assert Path(arm.spec).name == "yolov8n-nl-g0.3-u.yaml"
+    spec = yaml.safe_load(Path(arm.spec).read_text())
+    assert spec["nonlocal_init_attention"] == "uniform" and spec["nonlocal_init_gamma"] == 0.3
+    assert so.resolve_arm("gc-g1-u", "yolov8n", tmp_path).spec is None  # no attention maps to make uniform
+
+
 def test_arms_and_plan(tmp_path):
     assert so.resolve_arm("baseline", "yolov8n", tmp_path).spec == "yolov8n.yaml"
     assert so.resolve_arm("nl", "yolov8n", tmp_path).spec == "yolov8n-nl.yaml"

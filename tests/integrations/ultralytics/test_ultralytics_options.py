@@ -29,7 +29,7 @@ from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
 def _yaml(**keys) -> dict:
     """yolov8n-nl's model dict without the shipped options (the keys absent), then ``keys``."""
     d = deepcopy(yaml_model_load("yolov8n-nl.yaml"))
-    for key in (options.INIT_GAMMA_KEY, options.LR_MULT_KEY):
+    for key in (options.INIT_GAMMA_KEY, options.LR_MULT_KEY, options.INIT_ATTENTION_KEY):
         d.pop(key, None)
     d.update(keys)
     return d
@@ -65,6 +65,35 @@ def test_shipped_yamls_state_the_measured_default(name):
     assert d[options.INIT_GAMMA_KEY] == 0.0
     assert options.read_options(d) == options.BlockOptions(0.0, 1.0)
     assert set(_gammas(DetectionModel(deepcopy(d), verbose=False))) == {0.0}
+
+
+def test_init_attention_key_builds_uniform_maps_and_survives_a_stock_checkpoint_load(tmp_path):
+    assert options.read_options({}).init_attention == "random"
+    model = DetectionModel(_yaml(nonlocal_init_gamma=0.3, nonlocal_init_attention="uniform"), verbose=False)
+    blocks = [b for b in model.modules() if isinstance(b, NonLocal)]
+    assert len(blocks) == 2 and all(b.init_attention == "uniform" and not b.phi.weight.any() for b in blocks)
+    assert _gammas(model) == pytest.approx([0.3, 0.3])
+    model.load(torch.load(_stock_checkpoint(tmp_path / "yolov8n.pt"), weights_only=False))
+    assert all(not b.phi.weight.any() for b in blocks)  # the blocks are not in a stock checkpoint
+    random_ = [b for b in DetectionModel(_yaml(), verbose=False).modules() if isinstance(b, NonLocal)]
+    assert all(b.phi.weight.any() and b.init_attention == "random" for b in random_)
+    with pytest.raises(NonLocalOptionError, match="'nonlocal_init_attention' must be one of random, uniform, got 'flat'"):
+        DetectionModel(_yaml(nonlocal_init_attention="flat"), verbose=False)
+    d = _yaml(nonlocal_init_attention="uniform")
+    d["head"][6] = [-1, 1, "NonLocal", [2, "dot_product"]]  # row 17: no softmax to make uniform
+    with pytest.raises(Exception, match="init_attention='uniform'.*dot_product"):
+        DetectionModel(d, verbose=False)
+
+
+def test_configure_sets_init_attention_on_a_built_model():
+    model = YOLO("yolov8n-nl.yaml")
+    options.configure(model, init_attention="uniform")
+    assert model.model.yaml[options.INIT_ATTENTION_KEY] == "uniform"
+    assert all(not b.phi.weight.any() for b in model.model.modules() if isinstance(b, NonLocal))
+    options.configure(model, init_attention="random")  # back to a random phi
+    assert all(b.phi.weight.any() for b in model.model.modules() if isinstance(b, NonLocal))
+    with pytest.raises(NonLocalOptionError, match="nonlocal_init_attention"):
+        options.configure({}, init_attention="none")
 
 
 def test_init_gamma_is_in_the_built_model_and_its_yaml():

@@ -14,6 +14,10 @@ Why
                                       checkpoint) keep this value.
     ``nonlocal_lr_mult: <float>``     learning-rate multiplier of every NonLocal parameter in Ultralytics
                                       training (default 1.0: Ultralytics' own optimizer, untouched).
+    ``nonlocal_init_attention: random|uniform``  how the attention maps of the NonLocal blocks start
+                                      (``NonLocal(init_attention=)``; default random, the paper's code;
+                                      uniform: phi zero, every query starts with a uniform map). Applied
+                                      when the model is built, like ``nonlocal_init_gamma``.
 
     Both keys stay in the model's ``yaml`` dict, so a checkpoint carries them and ``resume`` rebuilds the same
     optimizer. Python: :func:`configure` sets them on a model (``YOLO`` object, ``DetectionModel`` or YAML
@@ -46,6 +50,9 @@ __all__ = [
     "read_options",
     "configure",
     "apply_init_gamma",
+    "apply_init_attention",
+    "INIT_ATTENTION_KEY",
+    "DEFAULT_INIT_ATTENTION",
     "block_modules",
     "split_param_groups",
     "patch_trainer",
@@ -54,6 +61,8 @@ __all__ = [
 
 INIT_GAMMA_KEY = "nonlocal_init_gamma"
 LR_MULT_KEY = "nonlocal_lr_mult"
+INIT_ATTENTION_KEY = "nonlocal_init_attention"
+DEFAULT_INIT_ATTENTION = "random"
 DEFAULT_INIT_GAMMA = 0.0
 DEFAULT_LR_MULT = 1.0
 
@@ -68,6 +77,7 @@ class BlockOptions:
 
     init_gamma: float = DEFAULT_INIT_GAMMA
     lr_mult: float = DEFAULT_LR_MULT
+    init_attention: str = DEFAULT_INIT_ATTENTION
 
 
 def _number(key: str, value: Any, *, positive: bool) -> float:
@@ -87,11 +97,22 @@ def _number(key: str, value: Any, *, positive: bool) -> float:
 def read_options(d: dict | None) -> BlockOptions:
     """The validated block options of a model-YAML dict (defaults where a key is absent or null)."""
     d = d or {}
-    gamma, mult = d.get(INIT_GAMMA_KEY), d.get(LR_MULT_KEY)
+    gamma, mult, attention = d.get(INIT_GAMMA_KEY), d.get(LR_MULT_KEY), d.get(INIT_ATTENTION_KEY)
     return BlockOptions(
         init_gamma=DEFAULT_INIT_GAMMA if gamma is None else _number(INIT_GAMMA_KEY, gamma, positive=False),
         lr_mult=DEFAULT_LR_MULT if mult is None else _number(LR_MULT_KEY, mult, positive=True),
+        init_attention=DEFAULT_INIT_ATTENTION if attention is None else _attention(attention),
     )
+
+
+def _attention(value: Any) -> str:
+    from yolo_nonlocal.nonlocal_block import INIT_ATTENTIONS
+
+    if value not in INIT_ATTENTIONS:
+        raise NonLocalOptionError(
+            f"yolo-nonlocal: model YAML key {INIT_ATTENTION_KEY!r} must be one of {', '.join(INIT_ATTENTIONS)}, got {value!r}"
+        )
+    return value
 
 
 def block_modules(model) -> list:
@@ -136,6 +157,32 @@ def apply_init_gamma(model, init_gamma: float) -> int:
     return n
 
 
+def apply_init_attention(model, init_attention: str) -> int:
+    """Start the attention of every NonLocal block of ``model`` as ``init_attention`` (re-initialising phi);
+    returns the number of blocks changed. Blocks of other families (GCNet's query-independent ContextBlock,
+    the LocalBlock control) have no such maps and are left alone; a NonLocal block whose mode has no
+    softmax over theta/phi is refused (``NonLocalConfigError``, before any block is changed)."""
+    import torch
+    from torch import nn
+
+    from yolo_nonlocal.nonlocal_block import NonLocal, check_init_attention
+
+    init_attention = _attention(init_attention)
+    blocks = [b for b in block_modules(model) if isinstance(b, NonLocal)]
+    for b in blocks:
+        check_init_attention("NonLocal", init_attention, b.mode)
+    for b in blocks:
+        b.init_attention = init_attention
+        with torch.no_grad():
+            if init_attention == "uniform":
+                b.phi.weight.zero_()
+                if b.phi.bias is not None:
+                    b.phi.bias.zero_()
+            elif not bool(b.phi.weight.any()):  # back to random from a zero phi: the block's own init
+                nn.init.kaiming_normal_(b.phi.weight, mode="fan_out", nonlinearity="relu")
+    return len(blocks)
+
+
 def _untrained(block) -> bool:
     """Whether a block still holds its initialisation, so that re-initialising it loses nothing learned."""
     import torch
@@ -150,7 +197,8 @@ def _untrained(block) -> bool:
     return False  # a random init scaled by init_gamma cannot be told from a trained one
 
 
-def configure(target, *, init_gamma: float | None = None, lr_mult: float | None = None, force: bool = False):
+def configure(target, *, init_gamma: float | None = None, lr_mult: float | None = None,
+              init_attention: str | None = None, force: bool = False):
     """Set the block options on a model without editing its YAML file; returns ``target`` (a dict: a copy).
 
     ``target`` is an Ultralytics ``YOLO`` object, a ``DetectionModel`` (anything with a ``yaml`` dict) or a
@@ -168,6 +216,8 @@ def configure(target, *, init_gamma: float | None = None, lr_mult: float | None 
         values[INIT_GAMMA_KEY] = _number(INIT_GAMMA_KEY, init_gamma, positive=False)
     if lr_mult is not None:
         values[LR_MULT_KEY] = _number(LR_MULT_KEY, lr_mult, positive=True)
+    if init_attention is not None:
+        values[INIT_ATTENTION_KEY] = _attention(init_attention)
     if isinstance(target, dict):
         out = dict(target)
         out.update(values)
@@ -178,14 +228,19 @@ def configure(target, *, init_gamma: float | None = None, lr_mult: float | None 
             f"configure: expected an Ultralytics YOLO object, a DetectionModel or a model-YAML dict, got "
             f"{type(target).__name__}"
         )
-    if INIT_GAMMA_KEY in values:
+    if INIT_GAMMA_KEY in values or INIT_ATTENTION_KEY in values:
         trained = [b for b in block_modules(model) if not _untrained(b)]
         if trained and not force:
+            key = INIT_GAMMA_KEY if INIT_GAMMA_KEY in values else INIT_ATTENTION_KEY
+            value = f"{values[key]:g}" if key == INIT_GAMMA_KEY else values[key]
             raise NonLocalOptionError(
                 f"yolo-nonlocal: {len(trained)} block(s) of this model have trained weights (gamma moved from its "
-                f"initial value); {INIT_GAMMA_KEY}={values[INIT_GAMMA_KEY]:g} would overwrite them. Configure a "
+                f"initial value); {key}={value} would overwrite them. Configure a "
                 "model built from a YAML (optionally with a stock checkpoint loaded), or pass force=True"
             )
+        if INIT_ATTENTION_KEY in values:
+            apply_init_attention(model, values[INIT_ATTENTION_KEY])
+    if INIT_GAMMA_KEY in values:
         apply_init_gamma(model, values[INIT_GAMMA_KEY])
     model.yaml.update(values)
     return target

@@ -16,7 +16,8 @@ and calls a module it does not know as ``m(*args)``, without the input channels.
    channels, as written or after the YAML's width scaling; otherwise the row is refused with a message
    that says how to write it. It is never silently read as a reduction of 512;
 4. names a misspelt module (``Nonlocal``, ``NonLocal3d``) with a did-you-mean instead of a bare ``KeyError``;
-5. applies ``nonlocal_init_gamma`` (:mod:`~yolo_nonlocal.integrations.ultralytics.options`) to the blocks built.
+5. applies ``nonlocal_init_gamma`` and ``nonlocal_init_attention``
+   (:mod:`~yolo_nonlocal.integrations.ultralytics.options`) to the blocks built.
 """
 
 from __future__ import annotations
@@ -333,6 +334,8 @@ def _make_parse_model(tasks):
                 raise
             if opts.init_gamma != options.DEFAULT_INIT_GAMMA:
                 options.apply_init_gamma(built[0], opts.init_gamma)
+            if opts.init_attention != options.DEFAULT_INIT_ATTENTION:
+                options.apply_init_attention(built[0], opts.init_attention)
             return built
 
         return parse_model
