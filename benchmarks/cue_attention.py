@@ -17,8 +17,15 @@ only the cue repainted). For every NonLocal block, at the cell of each target's 
   there (cue keys / N'). Not required for using the cue: at P5 many cells near the cue already hold its
   colour (their receptive field covers it), so a block can fetch it from any of them.
 
+A block can only carry what its input holds. ``--probe`` asks that of any checkpoint (a baseline too): is
+the cue's colour linearly decodable from the feature vector at the cue's cell of the given layers (default:
+9, SPPF's P5 output where yolov8n-nl's first block reads, and 16, the P3 neck output)? A ridge classifier
+on the standardised features, 5-fold cross-validated accuracy over the test images: 0.5 is chance, 1.0 means
+the colour is there for a block to fetch.
+
     python benchmarks/cue_attention.py benchmarks/runs/so-quick/runs/farcue/nl-g1-s*
     python benchmarks/cue_attention.py RUN_DIR ... --images 40
+    python benchmarks/cue_attention.py benchmarks/runs/so-quick/runs/farcue/pretrain-baseline-s* --probe 9,16
 
 Means over the targets of the first ``--images`` test images. Output: a Markdown table on stdout (one row
 per model and block).
@@ -137,6 +144,58 @@ def measure(weights: Path, folder: Path, cf_folder: Path, n_images: int) -> list
             for i, s in stats.items()]  # fmt: skip
 
 
+def probe(weights: Path, folder: Path, layers: list[int], n_images: int, folds: int = 5, ridge: float = 10.0) -> dict[int, float]:
+    """Cross-validated accuracy of a ridge classifier of the cue's colour from layer ``l``'s feature at the
+    cue's centre cell, for each ``l`` of ``layers`` (the first ``n_images`` test images; folds interleaved)."""
+    import numpy as np
+    import torch
+
+    from yolo_nonlocal.data.synthetic import generate_sample
+    from yolo_nonlocal.tools.inference import load_model, network_input, read_image
+
+    cfg = _config(folder)
+    net = load_model(str(weights), "cue_attention.py")
+    if max(layers) >= len(net.model):
+        raise SystemExit(f"cue_attention.py: --probe {max(layers)}: the model has {len(net.model)} layers")
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [net.model[i].register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, out)) for i in layers]
+    feats: dict[int, list] = {i: [] for i in layers}
+    labels = []
+    try:
+        for path in sorted((folder / "images" / "val").glob("*.png"))[:n_images]:
+            sample = generate_sample(cfg, "val", int(path.stem))
+            x, _ = network_input(net, read_image(path), cfg.width)
+            with torch.no_grad():
+                net(x)
+            x0, y0, x1, y1 = sample.cue[1]
+            for i in layers:
+                f = seen[i]
+                h, w = f.shape[2:]
+                cy, cx = min(h - 1, int((y0 + y1) / 2 * h / x.shape[2])), min(w - 1, int((x0 + x1) / 2 * w / x.shape[3]))
+                feats[i].append(f[0, :, cy, cx].float().numpy())
+            labels.append(sample.cue[0])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    y = np.array(labels)
+    if len(set(labels)) < 2 or len(y) < folds:
+        raise SystemExit(f"cue_attention.py: --probe needs both cue colours in at least {folds} images; use more --images")
+    order = np.random.default_rng(0).permutation(len(y))
+    out = {}
+    for i in layers:
+        f = np.stack(feats[i])
+        f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+        hits = 0
+        for k in range(folds):
+            test = order[k::folds]
+            train = np.setdiff1d(order, test)
+            a = np.c_[f[train], np.ones(len(train))]
+            coef = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ (2.0 * y[train] - 1))
+            hits += int(((np.c_[f[test], np.ones(len(test))] @ coef > 0) == (y[test] == 1)).sum())
+        out[i] = hits / len(y)
+    return out
+
+
 def _name(weights: Path) -> str:
     parts = weights.resolve().parts
     return parts[-3] if len(parts) >= 3 and parts[-2] == "weights" else weights.stem
@@ -147,9 +206,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("models", nargs="+", help="run folders (OUT/runs/farcue/<run>) or checkpoints")
     p.add_argument("--data", help="the farcue test split's folder (default: found next to the runs)")
     p.add_argument("--images", type=int, default=40, help="test images to use (default 40)")
+    p.add_argument("--probe", metavar="LAYERS", help="comma-separated layer indices: the linear probe of the cue's "
+                   "colour (e.g. 9,16) instead of the block table")
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be >= 1")
+    if args.probe:
+        try:
+            layers = [int(v) for v in args.probe.split(",") if v.strip()]
+        except ValueError:
+            p.error(f"--probe takes layer indices such as 9,16, got {args.probe!r}")
+        print("| model | " + " | ".join(f"layer {i}: cue colour decodable (5-fold accuracy)" for i in layers) + " |")
+        print("|---|" + "---:|" * len(layers))
+        for spec in args.models:
+            w = _weights(spec)
+            acc = probe(w, _test_folder(w, args.data), layers, args.images)
+            print(f"| {_name(w)} | " + " | ".join(f"{acc[i]:.2f}" for i in layers) + " |")
+            sys.stdout.flush()
+        return 0
     print("| model | layer | grid (h x w) | targets | cue effect on the block's input | on its output | attention on the cue | x uniform |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for spec in args.models:

@@ -19,10 +19,10 @@ def farcue_pair(tmp_path_factory):
     from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
     root = tmp_path_factory.mktemp("farcue")
-    cfg = dict(kind="farcue", rule="far", n_train=1, n_val=3, seed=1000)
-    make_dataset(root / "farcue-test-3-s1000", SyntheticConfig(**cfg), progress=False)
-    make_dataset(root / "farcue-test-cf-3-s1000", SyntheticConfig(**cfg, counterfactual=True), progress=False)
-    return root / "farcue-test-3-s1000", root / "farcue-test-cf-3-s1000"
+    cfg = dict(kind="farcue", rule="far", n_train=1, n_val=16, seed=1000)
+    make_dataset(root / "farcue-test-16-s1000", SyntheticConfig(**cfg), progress=False)
+    make_dataset(root / "farcue-test-cf-16-s1000", SyntheticConfig(**cfg, counterfactual=True), progress=False)
+    return root / "farcue-test-16-s1000", root / "farcue-test-cf-16-s1000"
 
 
 def _checkpoint(tmp_path, gamma: float):
@@ -52,3 +52,22 @@ def test_identity_blocks_carry_no_cue_and_switched_on_blocks_do(farcue_pair, tmp
     assert on[10]["effect_out"] > 1e-3
     for r in on.values():  # a softmax row sums to 1: the weight on the cue is a share of it
         assert 0.0 <= r["share"] <= 1.0 and r["targets"] > 0
+
+
+def test_probe_finds_the_colour_where_the_features_hold_it_and_chance_where_they_do_not(farcue_pair, tmp_path):
+    import torch
+    from ultralytics import YOLO
+
+    folder, _ = farcue_pair
+    torch.manual_seed(0)
+    model = YOLO("yolov8n.yaml")
+    good = tmp_path / "random.pt"
+    model.save(str(good))
+    # a random first convolution keeps the colours apart (they differ in two channels): decodable
+    assert ca.probe(good, folder, [0], 16)[0] >= 0.9
+    with torch.no_grad():  # the same model with its first convolution blind to colour: every channel sees
+        w = model.model.model[0].conv.weight  # the sum of R, G and B, which the two cue colours share
+        w.copy_(w.mean(dim=1, keepdim=True).expand_as(w))
+    blind = tmp_path / "blind.pt"
+    model.save(str(blind))
+    assert ca.probe(blind, folder, [0], 16)[0] <= 0.75
