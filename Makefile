@@ -55,7 +55,7 @@ bench: install
 # the small-object evidence protocol on the positive control (about an hour on 2 CPU cores; minutes on a
 # GPU): see docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
 bench-small-objects: install
-	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl,nl-g1
+	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl-g0-r,nl
 
 # Wheels for benchmarks/gpu_evidence.sh on a lent GPU machine (Python 3.12, no Ultralytics, no registry):
 # this venv's Ultralytics release, its thop and faster-coco-eval, into .whl/ (git-ignored), to carry there.

@@ -141,8 +141,10 @@ def _trained_like_nonlocal_yolo(images: Path):
 
     from yolo_nonlocal import NonLocal
 
+    from yolo_nonlocal.integrations.ultralytics.options import configure
+
     torch.manual_seed(0)
-    yolo = YOLO("yolov8n-nl.yaml")
+    yolo = configure(YOLO("yolov8n-nl.yaml"), init_attention="random")  # trained maps are query-dependent
     net = yolo.model
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

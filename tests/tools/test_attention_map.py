@@ -51,6 +51,7 @@ def _build(tmp_path: Path, mode: str, sub_sample: bool = False):
     from yolo_nonlocal import NonLocal
 
     text = NL_YAML.replace("NonLocal, []", f"NonLocal, [2, {mode}, {str(sub_sample).lower()}]")
+    text = text.replace("nonlocal_init_attention: uniform", "nonlocal_init_attention: random")  # random maps to draw
     assert text.count(f"NonLocal, [2, {mode}") == 2
     path = tmp_path / f"yolov8n-{mode}.yaml"  # the 'n' in the name picks the scale
     path.write_text(text)

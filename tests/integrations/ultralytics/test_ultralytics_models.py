@@ -18,7 +18,7 @@ yolo_nonlocal.register()  # explicit: this process may have imported Ultralytics
 
 import ultralytics.nn.tasks as tasks  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load  # noqa: E402
 from ultralytics.utils import torch_utils  # noqa: E402
 
 from yolo_nonlocal.integrations.ultralytics import checkpoints, rows  # noqa: E402
@@ -379,7 +379,8 @@ def test_reduced_precision_keeps_logits_finite(monkeypatch):
     if not hasattr(torch, "autocast"):
         pytest.skip("torch.autocast is missing")
     torch.manual_seed(0)
-    model = DetectionModel("yolov8n-nl.yaml", verbose=False).eval()
+    d = {**yaml_model_load("yolov8n-nl.yaml"), "nonlocal_init_attention": "random"}  # logits to overflow
+    model = DetectionModel(d, verbose=False).eval()
     blocks = [b for b in model.modules() if isinstance(b, NonLocal)]
     x = torch.rand(1, 3, 64, 64)
     for m in model.modules():  # data-dependent BN statistics: unit-scale features, as in a trained model

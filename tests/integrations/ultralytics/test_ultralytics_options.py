@@ -8,6 +8,7 @@ the optimizer's param groups (and their learning rates through warm-up and resum
 from __future__ import annotations
 
 import logging
+import re
 from copy import deepcopy
 
 import pytest
@@ -24,6 +25,7 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load  # noqa: E402
 from yolo_nonlocal.integrations.ultralytics import options  # noqa: E402
 from yolo_nonlocal.integrations.ultralytics.options import NonLocalOptionError  # noqa: E402
 from yolo_nonlocal.nonlocal_block import NonLocal  # noqa: E402
+from yolo_nonlocal.utils.model_yamls import find_model_yaml  # noqa: E402
 
 
 def _yaml(**keys) -> dict:
@@ -60,11 +62,15 @@ def test_defaults_when_keys_are_absent():
 
 @pytest.mark.parametrize("name", ["yolov8n-nl.yaml", "yolo11n-nl.yaml", "yolo26n-nl.yaml", "yolov8n-nl-p2.yaml"])
 def test_shipped_yamls_state_the_measured_default(name):
-    """The shipped -nl YAMLs write the measured default out (README, Results): the identity init, gamma 0."""
+    """The shipped -nl YAMLs write the measured default out (README, Results): gamma 0.3, uniform maps."""
     d = yaml_model_load(name)
-    assert d[options.INIT_GAMMA_KEY] == 0.0
-    assert options.read_options(d) == options.BlockOptions(0.0, 1.0)
-    assert set(_gammas(DetectionModel(deepcopy(d), verbose=False))) == {0.0}
+    assert d[options.INIT_GAMMA_KEY] == 0.3 and d[options.INIT_ATTENTION_KEY] == "uniform"
+    assert options.read_options(d) == options.BlockOptions(0.3, 1.0, "uniform")
+    model = DetectionModel(deepcopy(d), verbose=False)
+    assert _gammas(model) == pytest.approx([0.3, 0.3])
+    assert all(not b.phi.weight.any() for b in model.modules() if isinstance(b, NonLocal))
+    text = find_model_yaml(re.sub(r"(\d+)[nslmx]-", r"\1-", name, count=1)).read_text()  # the file, scale-less
+    assert "2 of 3 seeds" in text and "nonlocal_init_gamma: 0.0" in text  # the figures, and how to get the identity
 
 
 def test_init_attention_key_builds_uniform_maps_and_survives_a_stock_checkpoint_load(tmp_path):
@@ -80,9 +86,10 @@ def test_init_attention_key_builds_uniform_maps_and_survives_a_stock_checkpoint_
     with pytest.raises(NonLocalOptionError, match="'nonlocal_init_attention' must be one of random, uniform, got 'flat'"):
         DetectionModel(_yaml(nonlocal_init_attention="flat"), verbose=False)
     d = _yaml(nonlocal_init_attention="uniform")
-    d["head"][6] = [-1, 1, "NonLocal", [2, "dot_product"]]  # row 17: no softmax to make uniform
-    with pytest.raises(Exception, match="init_attention='uniform'.*dot_product"):
-        DetectionModel(d, verbose=False)
+    d["head"][6] = [-1, 1, "NonLocal", [2, "dot_product"]]  # row 17: no softmax to make uniform, left random
+    p5, p3 = [b for b in DetectionModel(d, verbose=False).modules() if isinstance(b, NonLocal)]
+    assert not p5.phi.weight.any() and p5.init_attention == "uniform"
+    assert p3.phi.weight.any() and p3.init_attention == "random" and p3.mode == "dot_product"
 
 
 def test_configure_sets_init_attention_on_a_built_model():

@@ -16,8 +16,9 @@ Why
                                       training (default 1.0: Ultralytics' own optimizer, untouched).
     ``nonlocal_init_attention: random|uniform``  how the attention maps of the NonLocal blocks start
                                       (``NonLocal(init_attention=)``; default random, the paper's code;
-                                      uniform: phi zero, every query starts with a uniform map). Applied
-                                      when the model is built, like ``nonlocal_init_gamma``.
+                                      uniform: phi zero, every query starts with a uniform map; blocks
+                                      of the other modes keep theirs). Applied when the model is built,
+                                      like ``nonlocal_init_gamma``.
 
     Both keys stay in the model's ``yaml`` dict, so a checkpoint carries them and ``resume`` rebuilds the same
     optimizer. Python: :func:`configure` sets them on a model (``YOLO`` object, ``DetectionModel`` or YAML
@@ -158,19 +159,17 @@ def apply_init_gamma(model, init_gamma: float) -> int:
 
 
 def apply_init_attention(model, init_attention: str) -> int:
-    """Start the attention of every NonLocal block of ``model`` as ``init_attention`` (re-initialising phi);
-    returns the number of blocks changed. Blocks of other families (GCNet's query-independent ContextBlock,
-    the LocalBlock control) have no such maps and are left alone; a NonLocal block whose mode has no
-    softmax over theta/phi is refused (``NonLocalConfigError``, before any block is changed)."""
+    """Start the attention maps of every ``embedded_gaussian`` NonLocal block of ``model`` as ``init_attention``
+    (re-initialising phi); returns the number of blocks changed. Blocks of the other modes (whose pairwise
+    function has no softmax over theta and phi to make uniform) and of other families (GCNet's
+    query-independent ContextBlock, the LocalBlock control) keep their own init."""
     import torch
     from torch import nn
 
-    from yolo_nonlocal.nonlocal_block import NonLocal, check_init_attention
+    from yolo_nonlocal.nonlocal_block import NonLocal
 
     init_attention = _attention(init_attention)
-    blocks = [b for b in block_modules(model) if isinstance(b, NonLocal)]
-    for b in blocks:
-        check_init_attention("NonLocal", init_attention, b.mode)
+    blocks = [b for b in block_modules(model) if isinstance(b, NonLocal) and b.mode == "embedded_gaussian"]
     for b in blocks:
         b.init_attention = init_attention
         with torch.no_grad():
