@@ -222,12 +222,23 @@ class NonLocal(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        if self.init_attention == "uniform":  # every logit theta_i^T phi_j is 0: a uniform softmax
-            nn.init.zeros_(self.phi.weight)
-            if self.phi.bias is not None:
-                nn.init.zeros_(self.phi.bias)
+        self.reset_attention()
         nn.init.constant_(self.w_z[1].weight, self.init_gamma)
         nn.init.zeros_(self.w_z[1].bias)
+
+    def reset_attention(self) -> None:
+        """Start phi as ``init_attention`` says: zero for ``"uniform"`` (every logit theta_i^T phi_j is 0, a
+        uniform softmax); for ``"random"`` a Kaiming draw where phi is zero, and the random phi it holds left
+        alone otherwise (no random state is used)."""
+        if self.phi is None:
+            return
+        with torch.no_grad():
+            if self.init_attention == "uniform":
+                nn.init.zeros_(self.phi.weight)
+                if self.phi.bias is not None:
+                    nn.init.zeros_(self.phi.bias)
+            elif not self.phi.weight.is_meta and not bool(self.phi.weight.any()):  # meta: no values to keep
+                nn.init.kaiming_normal_(self.phi.weight, mode="fan_out", nonlinearity="relu")
 
     def extra_repr(self) -> str:
         s = f"c1={self.c1}, inter_channels={self.inter_channels}, mode={self.mode!r}, sub_sample={self.sub_sample}"
@@ -250,8 +261,9 @@ class NonLocal(nn.Module):
         if x.shape[1] != self.c1:
             raise ValueError(f"NonLocal(c1={self.c1}) got an input with {x.shape[1]} channels (shape {tuple(x.shape)})")
 
-    def _keys_shape(self, spatial: Sequence[int]) -> tuple:
-        """Spatial shape of phi and g: halved in space (ceil) when sub-sampling; time is kept for clips."""
+    def keys_shape(self, spatial: Sequence[int]) -> tuple:
+        """Spatial shape of phi and g (the key grid of the attention maps) for an input of ``spatial`` size:
+        halved in space (ceil) when sub-sampling; time is kept for clips."""
         if not self.sub_sample:
             return tuple(int(s) for s in spatial)
         kernel = _POOL_KERNEL[self.dim]
@@ -268,7 +280,7 @@ class NonLocal(nn.Module):
         spatial = tuple(int(s) for s in spatial)
         if len(spatial) != self.dim:
             raise ValueError(f"NonLocal(dim={self.dim}).attention_macs expects {self.dim} spatial sizes, got {spatial}")
-        n, n_keys, c = math.prod(spatial), math.prod(self._keys_shape(spatial)), self.inter_channels
+        n, n_keys, c = math.prod(spatial), math.prod(self.keys_shape(spatial)), self.inter_channels
         if self.mode in SOFTMAX_MODES:
             d = self.c1 if self.mode == "gaussian" else c
             return n * n_keys * (d + c)

@@ -133,7 +133,7 @@ def attention_map(
     col = min(int(x * r * gw / iw), gw - 1)
     with torch.inference_mode():
         weights = block.pairwise_weights(feat)[0, row * gw + col]
-    kh, kw = (math.ceil(gh / 2), math.ceil(gw / 2)) if block.sub_sample else (gh, gw)
+    kh, kw = block.keys_shape((gh, gw))
     if weights.numel() != kh * kw:
         raise RuntimeError(f"layer {layer}: {weights.numel()} weights do not fit the key grid {kh}x{kw}")
     return AttentionMap(

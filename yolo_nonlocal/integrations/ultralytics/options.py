@@ -163,22 +163,13 @@ def apply_init_attention(model, init_attention: str) -> int:
     (re-initialising phi); returns the number of blocks changed. Blocks of the other modes (whose pairwise
     function has no softmax over theta and phi to make uniform) and of other families (GCNet's
     query-independent ContextBlock, the LocalBlock control) keep their own init."""
-    import torch
-    from torch import nn
-
     from yolo_nonlocal.nonlocal_block import NonLocal
 
     init_attention = _attention(init_attention)
     blocks = [b for b in block_modules(model) if isinstance(b, NonLocal) and b.mode == "embedded_gaussian"]
     for b in blocks:
         b.init_attention = init_attention
-        with torch.no_grad():
-            if init_attention == "uniform":
-                b.phi.weight.zero_()
-                if b.phi.bias is not None:
-                    b.phi.bias.zero_()
-            elif not bool(b.phi.weight.any()):  # back to random from a zero phi: the block's own init
-                nn.init.kaiming_normal_(b.phi.weight, mode="fan_out", nonlinearity="relu")
+        b.reset_attention()
     return len(blocks)
 
 
