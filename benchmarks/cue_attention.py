@@ -81,6 +81,12 @@ def _cells_overlapping(box: tuple[int, int, int, int], stride_x: float, stride_y
     return [yy * wk + xx for yy in ys for xx in xs]
 
 
+def _cell(box: tuple[int, int, int, int], h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """(row, column) of the cell of an h x w map over a height x width input that holds the box's centre."""
+    x0, y0, x1, y1 = box
+    return min(h - 1, int((y0 + y1) / 2 * h / height)), min(w - 1, int((x0 + x1) / 2 * w / width))
+
+
 def measure(weights: Path, folder: Path, cf_folder: Path, n_images: int) -> list[dict]:
     """One row per NonLocal block of ``weights``: cue effects at the target cells and attention on the cue."""
     import torch
@@ -118,14 +124,12 @@ def measure(weights: Path, folder: Path, cf_folder: Path, n_images: int) -> list
                 (xin, xout), (cin, cout) = runs["orig"][i], runs["cf"][i]
                 h, w = xin.shape[2:]
                 stats[i]["grid"] = (h, w)
-                sx, sy = W / w, H / h
-                cells = sorted({(min(h - 1, int((b[1] + b[3]) / 2 // sy)), min(w - 1, int((b[0] + b[2]) / 2 // sx)))
-                                for _, b in sample.objects})  # fmt: skip
+                cells = sorted({_cell(b, h, w, H, W) for _, b in sample.objects})
                 if not cells:
                     continue
                 with torch.no_grad():
                     attn = block.pairwise_weights(xin)[0]  # (N, N')
-                hk, wk = (math.ceil(h / 2), math.ceil(w / 2)) if block.sub_sample else (h, w)
+                hk, wk = block.keys_shape((h, w))
                 cue = _cells_overlapping(sample.cue[1], W / wk, H / hk, wk, hk)
                 uniform = len(cue) / attn.shape[1]
                 for yy, xx in cells:
@@ -167,11 +171,9 @@ def probe(weights: Path, folder: Path, layers: list[int], n_images: int, folds: 
             x, _ = network_input(net, read_image(path), cfg.width)
             with torch.no_grad():
                 net(x)
-            x0, y0, x1, y1 = sample.cue[1]
             for i in layers:
                 f = seen[i]
-                h, w = f.shape[2:]
-                cy, cx = min(h - 1, int((y0 + y1) / 2 * h / x.shape[2])), min(w - 1, int((x0 + x1) / 2 * w / x.shape[3]))
+                cy, cx = _cell(sample.cue[1], *f.shape[2:], *x.shape[2:])
                 feats[i].append(f[0, :, cy, cx].float().numpy())
             labels.append(sample.cue[0])
     finally:

@@ -244,9 +244,10 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         lr = float(m.group("lr")) if m.group("lr") else None
         ss = bool(m.group("ss"))
         attention = {"-u": "uniform", "-r": "random", None: None}[m.group("att")]
-        if block == "nl" and g is None and lr is None and not ss and attention is None:
+        plain = g is None and lr is None and not ss and attention is None  # no option: a shipped YAML if any
+        if block == "nl" and plain:
             return Arm(name, base)
-        if block != "nl" and g is None and lr is None and not ss and attention is None and _loadable(f"{model}-{block}.yaml"):
+        if block != "nl" and plain and _loadable(f"{model}-{block}.yaml"):
             return Arm(name, f"{model}-{block}.yaml")  # a shipped sibling YAML wins over the generated one
         try:
             if attention is not None and block != "nl":
@@ -360,14 +361,6 @@ def _ablations() -> dict[str, Any]:
     if getattr(bu, "replace_y_by_spatial_mean", None) is not None:
         out["y_mean"] = ("ctx", bu.replace_y_by_spatial_mean)
     return out
-
-
-def has_blocks(weights: str | Path) -> bool:
-    from ultralytics import YOLO
-
-    from yolo_nonlocal.nonlocal_block import NonLocal
-
-    return any(isinstance(m, NonLocal) for m in YOLO(str(weights)).model.modules())
 
 
 def block_gammas(weights: str | Path) -> dict[str, Any] | None:
@@ -546,8 +539,9 @@ def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, 
         scores["cf_new"] = coco(ds["test_cf"], cf)  # labels follow the repainted cue
         scores["cf_old"] = coco(ds["test"], cf)  # the same predictions against the original labels
         scores["cue_sensitivity"] = cue_sensitivity(ds["test"], test_preds, cf)
-    if has_blocks(w):
-        scores["gamma"] = block_gammas(w)
+    gammas = block_gammas(w)  # None: no NonLocal block, nothing to ablate
+    if gammas is not None:
+        scores["gamma"] = gammas
         for name in _ablations():
             scores[name] = coco(ds["test"], predict_split(w, ds["test"], run_dir, f"test_{name}", val_args, ablation=name))
     return scores
