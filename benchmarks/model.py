@@ -19,8 +19,8 @@ other jobs on a shared machine disturb far less than wall time:
   loads the model and runs one inference: torch (the model built from its YAML, fused) and onnxruntime (the
   exported file; the process imports onnxruntime and numpy only).
 
-Models: yolov8n; yolov8n-nl (shipped); yolov8n-nl with ``sub_sample`` on its P3 row (the YAML's dict,
-changed in memory); yolov8n-nl-p2; yolo11n (C2PSA attention at P5); yolo12n (area attention, A2C2f).
+Models: yolov8n; yolov8n-nl (shipped: ``sub_sample`` on its P3 row); yolov8n-nl-full (the P3 row at full
+resolution); yolov8n-nl-p2; yolo11n (C2PSA attention at P5); yolo12n (area attention, A2C2f).
 
     python benchmarks/model.py                                   # quick: 640 px, batch 1, 1 thread (+ memory)
     python benchmarks/model.py --full                            # 320/640/1280 x batch 1/8 x 1/all threads
@@ -53,12 +53,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from yolo_nonlocal.utils.machine import describe_machine  # noqa: E402
 
 BASE = "yolov8n"
-SUB_SAMPLE = "yolov8n-nl (P3 sub_sample)"
 # (row name, YAML, note): the table's rows, in order
 MODELS = (
     ("yolov8n", "yolov8n.yaml", ""),
-    ("yolov8n-nl", "yolov8n-nl.yaml", "shipped"),
-    (SUB_SAMPLE, "yolov8n-nl.yaml", "P3 row sub_sample=True"),
+    ("yolov8n-nl", "yolov8n-nl.yaml", "shipped: P3 row sub-sampled"),
+    ("yolov8n-nl-full", "yolov8n-nl-full.yaml", "P3 row at full resolution"),
     ("yolov8n-nl-p2", "yolov8n-nl-p2.yaml", ""),
     ("yolo11n", "yolo11n.yaml", "C2PSA attention"),
     ("yolo12n", "yolo12n.yaml", "area attention"),
@@ -72,27 +71,6 @@ GPU_VARIANTS = (
 
 
 # ---------------------------------------------------------------------------------------- models
-def model_cfg(name: str):
-    """The YAML path, or for the sub-sampled row the shipped YAML's dict with the P3 block's sub_sample on."""
-    yaml_file = dict((m[0], m[1]) for m in MODELS)[name]
-    if name != SUB_SAMPLE:
-        return yaml_file
-    import yolo_nonlocal
-
-    yolo_nonlocal.register()
-    from ultralytics.nn.tasks import yaml_model_load
-
-    cfg = copy.deepcopy(yaml_model_load(yaml_file))
-    rows = cfg["backbone"] + cfg["head"]
-    blocks = [i for i, r in enumerate(rows) if str(r[2]) == "NonLocal"]
-    p3 = blocks[-1]  # the last block row: the P3 neck output (row 17)
-    args = list(rows[p3][3]) + [2, "embedded_gaussian", False][len(rows[p3][3]):]
-    args[2] = True
-    where = "head" if p3 >= len(cfg["backbone"]) else "backbone"
-    cfg[where][p3 - (len(cfg["backbone"]) if where == "head" else 0)] = [rows[p3][0], rows[p3][1], "NonLocal", args]
-    return cfg
-
-
 def build(name_or_yaml, device: torch.device, backend: str | None = None):
     """An 80-class DetectionModel from a row name (or a YAML for the GPU variants), random weights, seed 0."""
     import yolo_nonlocal
@@ -103,9 +81,9 @@ def build(name_or_yaml, device: torch.device, backend: str | None = None):
 
     from yolo_nonlocal.nonlocal_block import NonLocal
 
-    cfg = model_cfg(name_or_yaml) if name_or_yaml in {m[0] for m in MODELS} else name_or_yaml
+    cfg = dict((m[0], m[1]) for m in MODELS).get(name_or_yaml, name_or_yaml)
     torch.manual_seed(0)
-    model = DetectionModel(copy.deepcopy(cfg) if isinstance(cfg, dict) else cfg, nc=80, verbose=False)
+    model = DetectionModel(cfg, nc=80, verbose=False)
     for m in model.modules():
         if isinstance(m, NonLocal) and backend is not None:
             m.backend = backend

@@ -16,11 +16,11 @@ Protocols, every arm and every seed trained the same way through Ultralytics' ow
              architecture (yolo11n, yolo12n) have no such checkpoint and are left out here.
   scratch    every arm from random initialisation for --epochs.
 
-Arms (--arms): baseline (MODEL.yaml); nl (MODEL-nl.yaml as shipped: gamma 0.3, uniform maps); nl-g0-r (the
-paper's identity init with random maps, the shipped default before round 4); nl-g<G>[-lr<M>] (the shipped -nl YAML
-with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set, written to OUT/models/); nl-ss
-[-g..][-lr..] (the same with sub_sample on the last NonLocal row, the P3 block: the cost-aware variant); a
-trailing -u / -r (nl...-u) sets nonlocal_init_attention: uniform (phi zero: uniform attention maps at insertion)
+Arms (--arms): baseline (MODEL.yaml); nl (MODEL-nl.yaml as shipped: gamma 0.3, uniform maps, the P3 row's keys
+sub-sampled); nl-g0-r (the paper's identity init with random maps, the shipped default before round 4);
+nl-g<G>[-lr<M>] (the shipped -nl YAML with the model-YAML keys nonlocal_init_gamma=G and nonlocal_lr_mult=M set,
+written to OUT/models/); nl-full[-g..][-lr..] (the same from MODEL-nl-full.yaml: the P3 row at full resolution,
+the shipped rows before round 5); a trailing -u / -r (nl...-u) sets nonlocal_init_attention: uniform (phi zero: uniform attention maps at insertion)
 / random (the paper's code); without it the shipped YAML's value is kept; gc[-g..]
 [-lr..] and local[-g..][-lr..] (MODEL-gc.yaml / MODEL-local.yaml when installed, else the -nl YAML with
 GCNet's ContextBlock / the parameter-matched LocalBlock control in its NonLocal rows); yolo11n, yolo12n,
@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "n_test": 160, "draws": 10},
     # the fuller measurement (GPU advised)
     "full": {"tasks": "farcue,farcue-near,context,neutral", "protocols": "finetune,scratch",
-             "arms": "baseline,nl-g0-r,nl,nl-g0.3-r,nl-ss,gc-g1,local-g1,yolo11n,yolo12n", "seeds": 5, "epochs": 60,
+             "arms": "baseline,nl-g0-r,nl,nl-g0.3-r,nl-full,gc-g1,local-g1,yolo11n,yolo12n", "seeds": 5, "epochs": 60,
              "pretrain_epochs": 40, "finetune_epochs": 30, "n_train": 800, "n_val": 300, "n_test": 500, "draws": 20},
 }  # fmt: skip
 # Student's t quantiles t_{0.975, df} for df = 1..30 (95% two-sided intervals); larger df use the normal
@@ -152,7 +152,7 @@ class Arm:
     note: str = ""
 
 
-_NL_ARM = re.compile(r"^(?P<block>nl|gc|local)(?P<ss>-ss)?(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-lr(?P<lr>\d+(?:\.\d+)?))?(?P<att>-u|-r)?$")
+_NL_ARM = re.compile(r"^(?P<block>nl|gc|local)(?P<full>-full)?(?:-g(?P<g>\d+(?:\.\d+)?))?(?:-lr(?P<lr>\d+(?:\.\d+)?))?(?P<att>-u|-r)?$")
 
 
 def _loadable(spec: str) -> bool:
@@ -169,15 +169,13 @@ BLOCKS = {"gc": "ContextBlock", "local": "LocalBlock"}  # sibling modules of Non
 
 
 def nl_variant_yaml(base_spec: str, out_dir: Path, init_gamma: float | None, lr_mult: float | None,
-                    block: str | None = None, sub_sample_last: bool = False, init_attention: str | None = None) -> Path:
+                    block: str | None = None, init_attention: str | None = None) -> Path:
     """Write ``base_spec`` (a shipped -nl YAML, e.g. yolov8n-nl.yaml) with the model-YAML keys
     ``nonlocal_init_gamma`` / ``nonlocal_lr_mult`` set, as ``out_dir/<stem>-g<G>-lr<M>.yaml`` (the scale letter
     stays in the name, so Ultralytics picks the same scale); returns the path. ``block="gc"`` / ``"local"``
     also puts GCNet's ContextBlock / the LocalBlock control (default arguments) in every NonLocal row: the
-    same places, the sibling block (named ``<model>-gc...`` / ``<model>-local...``). ``sub_sample_last`` turns
-    ``sub_sample`` on in the last NonLocal row (the P3 neck output in the shipped YAMLs, where the attention
-    costs most: 4x fewer keys and values; named ``<model>-nl-ss...``), the cost-aware variant of
-    benchmarks/model.py's table. ``init_attention`` sets the model-YAML key ``nonlocal_init_attention``
+    same places, the sibling block (named ``<model>-gc...`` / ``<model>-local...``). ``init_attention`` sets
+    the model-YAML key ``nonlocal_init_attention``
     (``"uniform"``: suffix ``-u``; ``"random"``: ``-r``)."""
     import yaml
     from ultralytics.nn.tasks import yaml_model_load
@@ -198,19 +196,6 @@ def nl_variant_yaml(base_spec: str, out_dir: Path, init_gamma: float | None, lr_
         if not rows:
             raise ValueError(f"{base_spec} has no NonLocal row to replace with {module}")
         stem = stem.replace("-nl", f"-{block}")
-    if sub_sample_last:
-        if block is not None:
-            raise ValueError(f"sub_sample is a NonLocal argument; {BLOCKS[block]} has none")
-        places = [(part, i) for part in ("backbone", "head") for i, row in enumerate(d.get(part, []))
-                  if row[2] == "NonLocal"]  # fmt: skip
-        if not places:
-            raise ValueError(f"{base_spec} has no NonLocal row to sub-sample")
-        part, i = places[-1]
-        row = d[part][i]
-        args = list(row[3]) + [2, "embedded_gaussian", False][len(row[3]):]  # the row's defaults, written out
-        args[2] = True
-        d[part] = [*d[part][:i], [row[0], row[1], "NonLocal", args], *d[part][i + 1:]]
-        stem = stem.replace("-nl", "-nl-ss")
     scale = d.pop("scale", None)
     d.pop("yaml_file", None)
     if scale and "scales" in d:
@@ -239,20 +224,23 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         return Arm(name, f"{model}.yaml")
     m = _NL_ARM.match(name)
     if m:
-        base, block = f"{model}-nl.yaml", m.group("block")
+        full, block = bool(m.group("full")), m.group("block")
+        base = f"{model}-nl-full.yaml" if full else f"{model}-nl.yaml"
         g = float(m.group("g")) if m.group("g") else None
         lr = float(m.group("lr")) if m.group("lr") else None
-        ss = bool(m.group("ss"))
         attention = {"-u": "uniform", "-r": "random", None: None}[m.group("att")]
-        plain = g is None and lr is None and not ss and attention is None  # no option: a shipped YAML if any
+        plain = g is None and lr is None and attention is None  # no option: a shipped YAML if any
         if block == "nl" and plain:
             return Arm(name, base)
+        if full and block != "nl":
+            return Arm(name, None, note=f"-full (the P3 row's keys at full resolution) is a NonLocal option; "
+                                        f"{BLOCKS[block]} has none: arm skipped")
         if block != "nl" and plain and _loadable(f"{model}-{block}.yaml"):
             return Arm(name, f"{model}-{block}.yaml")  # a shipped sibling YAML wins over the generated one
         try:
             if attention is not None and block != "nl":
                 raise ValueError(f"{m.group('att')} (the attention's init) is a NonLocal option; {BLOCKS[block]} has none")
-            path = nl_variant_yaml(base, out / "models", g, lr, None if block == "nl" else block, ss, attention)
+            path = nl_variant_yaml(base, out / "models", g, lr, None if block == "nl" else block, attention)
         except (ValueError, FileNotFoundError) as e:
             return Arm(name, None, note=f"cannot build it ({e}): arm skipped")
         return Arm(name, str(path))
@@ -264,7 +252,7 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         if not Path(name).is_file() and not _loadable(name):
             raise FileNotFoundError(f"--arms {name}: no such model YAML")
         return Arm(Path(name).stem, str(Path(name).resolve()) if Path(name).is_file() else name)
-    raise ValueError(f"unknown arm {name!r}; use baseline, nl[-ss]|gc|local[-g<G>][-lr<M>][-u|-r], p2, nl-p2, {', '.join(PEERS)} or a .yaml")
+    raise ValueError(f"unknown arm {name!r}; use baseline, nl[-full]|gc|local[-g<G>][-lr<M>][-u|-r], p2, nl-p2, {', '.join(PEERS)} or a .yaml")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -757,7 +745,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="defaults for everything below")
     p.add_argument("--tasks", help="comma list of: " + ", ".join(TASKS))
     p.add_argument("--protocols", help="comma list of: " + ", ".join(PROTOCOLS))
-    p.add_argument("--arms", help="comma list: baseline, nl, nl-g<G>[-lr<M>], gc, local, yolo11n, yolo12n, a .yaml")
+    p.add_argument("--arms", help="comma list: baseline, nl[-full][-g<G>][-lr<M>][-u|-r], gc, local, yolo11n, yolo12n, a .yaml")
     p.add_argument("--model", default="yolov8n", help="baseline family: MODEL.yaml and MODEL-nl.yaml")
     p.add_argument("--seeds", type=int, help="number of seeds (>= 3 for an interval worth reading)")
     p.add_argument("--seed0", type=int, default=0, help="first seed")

@@ -48,23 +48,28 @@ def test_nl_variant_yaml_is_built_with_its_options(tmp_path):
     assert so.nl_variant_yaml("yolov8n-nl.yaml", tmp_path, 1.0, 5.0) == path  # same content: the file is kept
 
 
-def test_sub_sampled_arm_turns_sub_sample_on_in_the_p3_row_only(tmp_path):
+def test_full_resolution_arm_differs_from_the_shipped_model_in_the_p3_row_only(tmp_path):
     from ultralytics import YOLO
 
     from yolo_nonlocal.nonlocal_block import NonLocal
 
-    arm = so.resolve_arm("nl-ss-g0.3", "yolov8n", tmp_path)
-    assert Path(arm.spec).name == "yolov8n-nl-ss-g0.3.yaml"
-    model = YOLO(arm.spec).model
-    blocks = {i: m for i, m in enumerate(model.model) if isinstance(m, NonLocal)}
-    assert sorted(blocks) == [10, 17]  # the shipped places: P5 after SPPF, the P3 neck output
-    assert blocks[17].sub_sample and not blocks[10].sub_sample
-    assert float(blocks[17].w_z[1].weight.detach().min()) == pytest.approx(0.3)
-    shipped = YOLO("yolov8n-nl.yaml").model  # max pooling adds no parameter
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in shipped.parameters())
+    def blocks(model):
+        return {i: m for i, m in enumerate(model.model) if isinstance(m, NonLocal)}
+
+    assert so.resolve_arm("nl-full", "yolov8n", tmp_path).spec == "yolov8n-nl-full.yaml"  # the shipped file
+    arm = so.resolve_arm("nl-full-g0.1", "yolov8n", tmp_path)
+    assert Path(arm.spec).name == "yolov8n-nl-full-g0.1.yaml"
+    full, shipped = blocks(YOLO(arm.spec).model), blocks(YOLO("yolov8n-nl.yaml").model)
+    assert sorted(full) == sorted(shipped) == [10, 17]  # the shipped places: P5 after SPPF, the P3 neck output
+    assert shipped[17].sub_sample and not shipped[10].sub_sample  # the shipped default: P3 keys sub-sampled
+    assert not full[17].sub_sample and not full[10].sub_sample
+    assert float(full[17].w_z[1].weight.detach().min()) == pytest.approx(0.1)
+    for i in (10, 17):  # max pooling adds no parameter: the same blocks otherwise
+        assert [p.shape for p in full[i].parameters()] == [p.shape for p in shipped[i].parameters()]
     with pytest.raises(ValueError, match="unknown arm"):
-        so.resolve_arm("nl-g0.3-ss", "yolov8n", tmp_path)  # one order: block, -ss, -g, -lr
-    assert so.resolve_arm("gc-ss", "yolov8n", tmp_path).spec is None  # ContextBlock has no sub_sample: skipped
+        so.resolve_arm("nl-g0.3-full", "yolov8n", tmp_path)  # one order: block, -full, -g, -lr
+    gc = so.resolve_arm("gc-full", "yolov8n", tmp_path)  # ContextBlock has no key grid: skipped, saying why
+    assert gc.spec is None and "NonLocal option" in gc.note
 
 
 def test_uniform_attention_arm_writes_the_model_yaml_key(tmp_path):

@@ -63,6 +63,20 @@ def test_yolov8n_numbers_and_attention_models_are_global():
     assert empirical_field("yolo11n.yaml", level=0, width=1536, height=32)[1:] == (0, 1535)
     nl = receptive_fields("yolov8n-nl.yaml")  # this package's NonLocal rows (10: after SPPF, 17: on P3)
     assert nl[0].global_layers == (10, 17) and nl[0].conv_head_size == v8[0].head_size
+    # the shipped P3 row sub-samples its keys with a ceil-mode pool: on the global path, so the same fields
+    full = receptive_fields("yolov8n-nl-full.yaml")
+    assert [(f.global_layers, f.conv_head_size, f.conv_head_reach) for f in full] == [
+        (f.global_layers, f.conv_head_size, f.conv_head_reach) for f in nl
+    ]
+
+
+def test_a_ceil_mode_pool_outside_attention_is_refused_naming_its_layer():
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml").model
+    model.model[9].m.ceil_mode = True  # SPPF's max-pool: its geometry would be used, and ceil mode is not modelled
+    with pytest.raises(ValueError, match=r"layer 9 \(SPPF\).*ceil_mode=True"):
+        receptive_fields(model)
 
 
 def test_assert_cue_in_reach():

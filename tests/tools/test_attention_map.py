@@ -5,6 +5,7 @@ marks the uniform level, never min-max stretched, large enough to read, named af
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -50,7 +51,8 @@ def _build(tmp_path: Path, mode: str, sub_sample: bool = False):
 
     from yolo_nonlocal import NonLocal
 
-    text = NL_YAML.replace("NonLocal, []", f"NonLocal, [2, {mode}, {str(sub_sample).lower()}]")
+    row = re.compile(r"^(  - \[-1, 1, NonLocal, )\[[^\]]*\]", re.M)  # the two block rows, not the comments
+    text = row.sub(rf"\g<1>[2, {mode}, {str(sub_sample).lower()}]", NL_YAML)
     text = text.replace("nonlocal_init_attention: uniform", "nonlocal_init_attention: random")  # random maps to draw
     assert text.count(f"NonLocal, [2, {mode}") == 2
     path = tmp_path / f"yolov8n-{mode}.yaml"  # the 'n' in the name picks the scale

@@ -38,10 +38,17 @@ def trained_like(images, make_trained_like_nl):
 
 def _paper_parts(block, x: torch.Tensor) -> tuple[float, float, float]:
     """(||W_z y||, ||c||, ||W_z y - c||) / ||x||, c the per-channel spatial mean of W_z y broadcast over the
-    positions, with y_i = sum_j softmax_j(s theta(x_i)^T phi(x_j)) g(x_j) written out (embedded Gaussian)."""
+    positions, with y_i = sum_j softmax_j(s theta(x_i)^T phi(x_j)) g(x_j) written out (embedded Gaussian); with
+    sub_sample, j runs over the 2x2 max-pooled phi(x) and g(x) (the paper's sub-sampling; ceil mode, odd sizes)."""
+    import torch.nn.functional as F
+
+    def pool(t):
+        return F.max_pool2d(t, 2, 2, ceil_mode=True) if block.sub_sample else t
+
     with torch.no_grad():
         b, c, h, w = x.shape
-        q, k, v = (conv(x).flatten(2)[0] for conv in (block.theta, block.phi, block.g))  # (C', N)
+        q = block.theta(x).flatten(2)[0]  # (C', N)
+        k, v = (pool(conv(x)).flatten(2)[0] for conv in (block.phi, block.g))  # (C', N')
         attn = torch.softmax(block.scale * (q.T @ k), dim=1)  # (N, N'): row i sums to 1
         y = (v @ attn.T).reshape(1, -1, h, w)
         r = block.w_z(y)[0].flatten(1)  # (C, N)

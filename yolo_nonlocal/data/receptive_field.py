@@ -196,16 +196,16 @@ def _pair(v: Any, axis: int) -> int:
 
 
 def _op_of(module, axis: int) -> tuple | None:
-    """('win', k, s, p, d) / ('up', f) for a spatial op, None for a pointwise one; raises for unknown ops."""
+    """('win', k, s, p, d) / ('win-ceil', k, s, p, d) (a pooling in ceil mode) / ('up', f) for a spatial op, None
+    for a pointwise one; raises for unknown ops. A ceil-mode op is refused only where its geometry is used
+    (:func:`_apply_ops`): inside an attention layer (NonLocal's ``sub_sample`` pool) it is on the global path."""
     import torch.nn as nn
 
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
             raise ValueError(f"{type(module).__name__} with padding={module.padding!r} is not supported")
-        if getattr(module, "ceil_mode", False):
-            raise ValueError(f"{type(module).__name__} with ceil_mode=True is not supported")
         d = _pair(getattr(module, "dilation", 1), axis)
-        return ("win", _pair(module.kernel_size, axis), _pair(module.stride, axis), _pair(module.padding, axis), d)
+        return ("win-ceil" if getattr(module, "ceil_mode", False) else "win", _pair(module.kernel_size, axis), _pair(module.stride, axis), _pair(module.padding, axis), d)
     if isinstance(module, nn.Upsample):
         if module.mode != "nearest" or module.scale_factor is None:
             raise ValueError(f"Upsample(mode={module.mode!r}, scale_factor={module.scale_factor}) is not supported")
@@ -230,6 +230,8 @@ def _is_attention(module) -> bool:
 
 def _apply_ops(m: IntervalMap, ops: Sequence[tuple], where: str) -> IntervalMap:
     """Compose the recorded ops of one layer (see the module docstring for when this is exact)."""
+    if any(o[0] == "win-ceil" for o in ops):
+        raise ValueError(f"{where}: a pooling with ceil_mode=True outside an attention layer is not supported")
     spatial = [o for o in ops if not (o[0] == "win" and o[1] == 1 and o[2] == 1)]
     strided = [o for o in spatial if (o[0] == "win" and o[2] != 1) or o[0] == "up"]
     if strided and len(spatial) > 1:

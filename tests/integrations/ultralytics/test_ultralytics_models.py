@@ -338,17 +338,20 @@ def test_transfer_log_names_block_tensors_that_have_no_place(tmp_path):
 # ----------------------------------------------------------------------------------------------- GFLOPs
 def test_summary_counts_the_attention():
     model = DetectionModel("yolov8s-nl.yaml", verbose=False)
-    # yolov8s: P5 block 20x20, c1=512 (inter 256); P3 block 80x80, c1=128 (inter 64); 2 FLOPs per MAC
-    expected = 2 * (400 * 400 * (256 + 256) + 6400 * 6400 * (64 + 64)) / 1e9
+    # yolov8s: P5 block 20x20, c1=512 (inter 256); P3 block 80x80, c1=128 (inter 64), its keys and values
+    # sub-sampled 2x2 as shipped (40x40 = 1600 keys); 2 FLOPs per MAC
+    expected = 2 * (400 * 400 * (256 + 256) + 6400 * 1600 * (64 + 64)) / 1e9
     assert attention_gflops(model, 640) == pytest.approx(expected, rel=1e-12)
+    full = DetectionModel("yolov8s-nl-full.yaml", verbose=False)  # every P3 cell a key
+    assert attention_gflops(full, 640) == pytest.approx(2 * (400 * 400 * 512 + 6400 * 6400 * 128) / 1e9, rel=1e-12)
     assert 2 * 6400 * 6400 * 128 / 1e9 == pytest.approx(10.49, abs=0.01)  # the issue's figure for one P3 block
     with _hidden_attention():
         convs_only = torch_utils.get_flops.__wrapped__(model, 640)
     total = model.info(verbose=True)[3]
     assert total == pytest.approx(convs_only + expected, rel=1e-9)
-    # non-square sizes: P3 is 80 x 40 at 640 x 320
+    # non-square sizes: P3 is 80 x 40 at 640 x 320, its keys 40 x 20
     assert attention_gflops(model, [640, 320]) == pytest.approx(
-        2 * (200 * 200 * 512 + 3200 * 3200 * 128) / 1e9, rel=1e-12)
+        2 * (200 * 200 * 512 + 3200 * 800 * 128) / 1e9, rel=1e-12)
     stock = DetectionModel("yolov8s.yaml", verbose=False).info(verbose=True)[3]
     assert total > stock + expected  # the blocks' own 1x1 convolutions come on top
 
