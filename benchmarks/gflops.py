@@ -16,7 +16,8 @@ import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-DEFAULT_MODELS = "yolov8n.yaml,yolov8n-nl.yaml,yolov8s.yaml,yolov8s-nl.yaml,yolo11n.yaml,yolo11n-nl.yaml,yolov8n-nl-p2.yaml,yolo12n.yaml"
+DEFAULT_MODELS = ("yolov8n.yaml,yolov8n-nl.yaml,yolov8n-nl-full.yaml,yolov8s.yaml,yolov8s-nl.yaml,yolov8s-nl-full.yaml,yolo11n.yaml,"
+                  "yolo11n-nl.yaml,yolo11n-nl-full.yaml,yolov8n-nl-p2.yaml,yolo12n.yaml")
 
 
 def main() -> None:

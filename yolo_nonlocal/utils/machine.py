@@ -39,7 +39,8 @@ def _versions(packages: Iterable[str]) -> dict[str, str]:
 
 
 def machine_info(device: Any = None, packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, Any]:
-    """Platform, Python, CPU, torch threads, package versions, the device used and its accelerator name.
+    """Platform, Python, CPU (and the vector ISA torch dispatches to), torch threads, package versions, the device
+    used and its accelerator name.
 
     ``device`` is a torch device, a device string (``"cpu"``, ``"cuda:0"``, ``"0"``) or None (cpu).
     """
@@ -57,6 +58,10 @@ def machine_info(device: Any = None, packages: Iterable[str] = DEFAULT_PACKAGES)
 
         info["torch"] = torch.__version__  # with its build tag (+cpu, +cu130)
         info["torch_threads"] = torch.get_num_threads()
+        try:  # the vector ISA torch's CPU kernels dispatch to (AVX512, AVX2, ...): it sets the CPU's speed ratios
+            info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        except (AttributeError, RuntimeError):  # torch < 2.0
+            pass
         dev = torch.device("cpu" if device in (None, "") else f"cuda:{device}" if str(device).isdigit() else device)
         info["device"] = str(dev)
         if dev.type == "cuda":
@@ -69,6 +74,8 @@ def describe_machine(device: Any = None, packages: Iterable[str] = DEFAULT_PACKA
     info = machine_info(device, packages)
     parts = [info["accelerator"]] if "accelerator" in info else []
     cpu = f"{info['cpu']}, {info['cpu_count']} CPUs"
+    if "cpu_capability" in info:
+        cpu += f", {info['cpu_capability']}"
     if "torch_threads" in info:
         cpu += f" ({info['torch_threads']} torch threads)"
     if "load_average" in info:
