@@ -59,7 +59,7 @@ assert all(any(torch.equal(v.float(), w) for w in [sd[k2] for k2 in sd if k2.spl
 # GFLOPs include the attention
 extra = get_flops(nl, 640) - get_flops(stock, 640)
 att = attention_gflops(nl, 640)
-assert att > 5 and att < extra < att + 1, (att, extra)
+assert att > 1 and att < extra < att + 1, (att, extra)  # shipped: P5 block 0.08 + sub-sampled P3 block 1.31
 # a bad row is named
 d = tasks.yaml_model_load({stock!r} + "-nl.yaml")
 d["head"][-1 - 7][3] = [2, "softmax"]
