@@ -65,7 +65,7 @@ def test_train_transfers_every_stock_tensor_and_reports_true_gflops(trained):
     # counted after Ultralytics' own load: the same number, and nothing dropped
     assert f"pretrained weights: {n_stock}/{n_stock} checkpoint tensors landed" in out and " dropped" not in out
     gflops = [float(g) for g in re.findall(r"YOLOv8n-nl summary: [^\n]*?([\d.]+) GFLOPs", out)]
-    assert gflops and all(g > 13.5 for g in gflops)  # 8.2 (stock, nc=2) + 5.3 attention + block convs
+    assert gflops and all(g > 9.5 for g in gflops)  # 8.2 (stock, nc=2) + 1.4 attention (P3 keys sub-sampled) + block convs
 
 
 @pytest.mark.parametrize("safe_load", [False, True], ids=["default", "safe-load"])
