@@ -232,14 +232,12 @@ def resolve_arm(name: str, model: str, out: Path) -> Arm:
         plain = g is None and lr is None and attention is None  # no option: a shipped YAML if any
         if block == "nl" and plain:
             return Arm(name, base)
-        if full and block != "nl":
-            return Arm(name, None, note=f"-full (the P3 row's keys at full resolution) is a NonLocal option; "
-                                        f"{BLOCKS[block]} has none: arm skipped")
+        if block != "nl" and (full or attention is not None):  # options of NonLocal that the siblings lack
+            option = "-full (the P3 row's keys at full resolution)" if full else f"{m.group('att')} (the attention's init)"
+            return Arm(name, None, note=f"cannot build it ({option} is a NonLocal option; {BLOCKS[block]} has none): arm skipped")
         if block != "nl" and plain and _loadable(f"{model}-{block}.yaml"):
             return Arm(name, f"{model}-{block}.yaml")  # a shipped sibling YAML wins over the generated one
         try:
-            if attention is not None and block != "nl":
-                raise ValueError(f"{m.group('att')} (the attention's init) is a NonLocal option; {BLOCKS[block]} has none")
             path = nl_variant_yaml(base, out / "models", g, lr, None if block == "nl" else block, attention)
         except (ValueError, FileNotFoundError) as e:
             return Arm(name, None, note=f"cannot build it ({e}): arm skipped")

@@ -224,7 +224,7 @@ def test_param_groups_in_a_real_training_and_resume(tiny_dataset, tmp_path):
     """1 real epoch of yolo train: block params in their own groups at 5x lr through warm-up; resume keeps them."""
     cfg = _yaml(nonlocal_init_gamma=1.0, nonlocal_lr_mult=5)
     (tmp_path / "yolov8n-nl.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    seen, gammas, start = [], [], []
+    seen, after, start = [], [], []
 
     def block_state(model):
         return [[q.detach().clone() for q in b.parameters()] for b in model.modules() if isinstance(b, NonLocal)]
@@ -234,7 +234,7 @@ def test_param_groups_in_a_real_training_and_resume(tiny_dataset, tmp_path):
                      "ids": {id(p) for p in g["params"]}} for g in trainer.optimizer.param_groups])
         blocks = [b for b in trainer.model.modules() if isinstance(b, NonLocal)]
         seen[-1].append({id(p) for b in blocks for p in b.parameters()})
-        gammas.append(block_state(trainer.model))
+        after.append(block_state(trainer.model))
 
     def stop_after_first_epoch(trainer):
         if trainer.epoch == 0:
@@ -276,7 +276,7 @@ def test_param_groups_in_a_real_training_and_resume(tiny_dataset, tmp_path):
     assert saved.yaml["nonlocal_lr_mult"] == 5 and len(ckpt["optimizer"]["param_groups"]) == 6
     assert start[0][0] == [1.0, 1.0]  # both blocks started switched on
     # every block learned during the epoch (on gamma itself the few warm-up steps' update can round away)
-    assert all(any(not torch.equal(a, b) for a, b in zip(s0, s1)) for s0, s1 in zip(start[0][1], gammas[0]))
+    assert all(any(not torch.equal(a, b) for a, b in zip(s0, s1)) for s0, s1 in zip(start[0][1], after[0]))
     seen.clear()
     resumed = YOLO(str(last))
     resumed.add_callback("on_train_epoch_end", snapshot)
