@@ -5,26 +5,34 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.yolo-nonlocal-installed
+TEST_STAMP := $(VENV)/.yolo-nonlocal-test-installed
 # Tests and the demo never reach the internet and keep Ultralytics' settings out of the user's home.
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/yolo-config
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast bench bench-small-objects gpu-wheels clean
+.PHONY: install install-test demo test test-fast bench bench-small-objects gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
 # Re-install when the packaging metadata changes; the install is editable, so code edits need none.
+# The demo needs the package only; the suite also needs the test extra and the side releases below.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -e ".[test]"
 	# the oldest supported Ultralytics releases, beside the venv, for tests/integrations/ultralytics/test_ultralytics_oldest.py
 	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-oldest "ultralytics==8.3.0" tqdm py-cpuinfo
 	$(BIN)/python -m pip install --no-deps --target $(VENV)/ultralytics-8.4.0 "ultralytics==8.4.0"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 UPSTREAM       := $(VENV)/upstream
 UPSTREAM_STAMP := $(UPSTREAM)/.installed
@@ -41,13 +49,13 @@ demo: install
 	$(BIN)/yolo-nonlocal demo
 
 # pytest exits 5 when it collects no test: that is a failure here, not a success.
-test: install $(UPSTREAM_STAMP)
+test: install-test $(UPSTREAM_STAMP)
 	$(BIN)/pytest
 
-test-fast: install $(UPSTREAM_STAMP)
+test-fast: install-test $(UPSTREAM_STAMP)
 	$(BIN)/pytest -m "not slow"
 
-bench: install
+bench: install-test
 	$(BIN)/python benchmarks/block.py
 	$(BIN)/python benchmarks/coco_eval.py --images 500
 	$(BIN)/python benchmarks/gflops.py

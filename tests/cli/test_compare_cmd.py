@@ -211,3 +211,37 @@ def test_compare_end_to_end_and_reuse(console_script, context_data, tmp_path):
     assert f"training yolov8n (baseline: yolov8n.yaml) seed 0 -> {victim}" in r3.stderr
 
 
+
+
+@pytest.mark.slow
+def test_jobs_train_in_worker_processes_with_the_same_results(console_script, context_data, tmp_path):
+    """jobs=2 trains both models at once, each in its own process with its output in the run's train.log, and
+    gives the same checkpoints and metrics as one run after the other (every run is seeded), in the same
+    run folders: a later jobs=1 invocation reuses them."""
+    import torch
+
+    common = ["model=yolov8n-nl.yaml", "baseline=yolov8n.yaml", f"data={context_data}", "epochs=1", "imgsz=64",
+              "batch=4", "workers=0", "latency_runs=2"]  # fmt: skip
+    r = _run(console_script, [*common, "jobs=2", f"project={tmp_path / 'par'}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("started in a worker process") == 2 and r.stderr.count(": AP ") == 2
+    s = _run(console_script, [*common, f"project={tmp_path / 'seq'}"])
+    assert s.returncode == 0, s.stderr[-3000:]
+    assert "worker process" not in s.stderr
+
+    par = json.loads((tmp_path / "par" / "compare.json").read_text())["models"]
+    seq = json.loads((tmp_path / "seq" / "compare.json").read_text())["models"]
+    for a, b in zip(par, seq):
+        run_a, run_b = a["runs"][0], b["runs"][0]
+        assert Path(run_a["run_dir"]).name == Path(run_b["run_dir"]).name, "jobs= is not part of the fingerprint"
+        log = (Path(run_a["run_dir"]) / "train.log").read_text()
+        assert "Starting training for 1 epochs" in log, log[-2000:]
+        assert not (Path(run_b["run_dir"]) / "train.log").exists()
+        for k in METRICS:
+            assert run_a[k] == run_b[k], (a["model"], k)
+        wa = torch.load(run_a["weights"], map_location="cpu", weights_only=False)["model"].float().state_dict()
+        wb = torch.load(run_b["weights"], map_location="cpu", weights_only=False)["model"].float().state_dict()
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), a["model"]
+
+    again = _run(console_script, [*common, "jobs=1", f"project={tmp_path / 'par'}"])
+    assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2, again.stderr[-3000:]

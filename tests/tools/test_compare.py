@@ -54,6 +54,7 @@ def test_fingerprint_changes_with_every_setting(context_data):
         ({"seeds": [1, 1]}, "repeats a seed"),
         ({"seed": -1}, "seed=-1 must be a non-negative integer"),
         ({"latency_runs": 0}, "latency_runs=0 must be a positive integer"),
+        ({"jobs": 0}, "jobs=0 must be a positive integer"),
         ({"model": "missing.pt"}, "model=missing.pt does not exist"),
         ({"baseline": "yolov8n-typo.yaml"}, "baseline=yolov8n-typo.yaml is not a model YAML"),
         ({"epochs": "ten"}, "epochs"),

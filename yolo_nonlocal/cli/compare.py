@@ -44,6 +44,7 @@ SPEC = [
     Arg("seed", int, 0, "the first seed of seeds=N"),
     Arg("project", str, "runs/compare", "output folder; runs go to DIR/runs/<model>-seed<k>-<fingerprint>"),
     Arg("latency_runs", int, 30, "timed batch-1 forward passes per model"),
+    Arg("jobs", int, 1, "training runs at once, one process each (2 on a 2-core CPU, where Ultralytics trains on one)"),
     Arg("force", bool, False, "retrain runs that already finished (by default they are reused)"),
 ]
 ALIASES = {"--force": "force=True"}
@@ -78,13 +79,13 @@ def parse_train_args(argv: Sequence[str]) -> dict[str, Any]:
     return parse(argv, [], extra=train_args(COMMAND, []))
 
 
-def _compare(model: str, baseline: str, data: str, seeds, seed: int, project: str, latency_runs: int, force: bool,
-             **train_args: Any) -> int:
+def _compare(model: str, baseline: str, data: str, seeds, seed: int, project: str, latency_runs: int, jobs: int,
+             force: bool, **train_args: Any) -> int:
     from yolo_nonlocal.tools.compare import compare, result_table, settings_from_args
 
     settings = settings_from_args({
         "model": model, "baseline": baseline, "data": data, "seeds": seeds, "seed": seed, "project": project,
-        "latency_runs": latency_runs, **train_args,
+        "latency_runs": latency_runs, "jobs": jobs, **train_args,
     })  # fmt: skip
     result = compare(settings, force=force)
     print(result_table(result))

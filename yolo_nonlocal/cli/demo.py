@@ -19,7 +19,7 @@ from yolo_nonlocal.tools.demo import PRESET
 
 COMMAND = "demo"
 DESCRIPTION = """Write the built-in long-range context dataset, train YOLOv8n with and without Non-local blocks on it
-(one seed, a short schedule, on the CPU: about 6 minutes on 2 cores), print AP and APs of both and leave
+(one seed, a short schedule, both at once, on the CPU), print AP and APs of both and leave
 demo_runs/compare/compare.{md,csv,json,png}. It shows the workflow; it is not evidence, and says so."""
 EPILOG = """Any other key=value is an Ultralytics train argument given to both models. Output: ./demo_runs, or
 $YOLO_NONLOCAL_DEMO_DIR. Running it again reuses the finished runs."""

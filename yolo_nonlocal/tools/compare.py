@@ -59,7 +59,7 @@ __all__ = [
 COMPARE_VERSION = 1
 
 # Arguments compare owns: they are not Ultralytics train arguments, or compare sets them per run.
-OWN_KEYS = ("model", "baseline", "data", "seeds", "seed", "project", "latency_runs")
+OWN_KEYS = ("model", "baseline", "data", "seeds", "seed", "project", "latency_runs", "jobs")
 # Ultralytics train arguments compare sets itself, with the reason a user cannot
 FORBIDDEN_TRAIN_ARGS = {
     "name": "compare names every run itself (<label>-seed<k>-<fingerprint>)",
@@ -106,6 +106,7 @@ class CompareSettings:
     seeds: list[int] = field(default_factory=lambda: [0])
     train_args: dict[str, Any] = field(default_factory=dict)  # epochs, imgsz, device, batch, ...
     latency_runs: int = 30
+    jobs: int = 1  # training runs at once, each in its own process (see compare())
 
     def labels(self) -> tuple[str, str]:
         """Short names for the two models (file stems; disambiguated when they coincide)."""
@@ -161,14 +162,89 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _run_dir(settings: CompareSettings, spec: str, label: str, seed: int) -> tuple[Path, dict]:
+    fp, content = _fingerprint(spec, settings.data, dict(settings.train_args), seed)
+    return settings.project / "runs" / f"{label}-seed{seed}-{fp}", content
+
+
+def _run_one_logged(log: str, *job: Any) -> dict[str, Any]:
+    """:func:`_run_one` in a worker process, its output (Ultralytics' included) appended to ``log``."""
+    import os
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return _run_one(*job)
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return max(0, len((run_dir / "results.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> list[dict[str, Any]]:
+    """The runs of ``plan``, ``settings.jobs`` at a time, each in a fresh (spawned) process.
+
+    On a CPU, Ultralytics trains with ``cpu_count - 1`` threads (one thread on 2 cores), so one run leaves a
+    core idle and two at once take about as long as one. Each worker writes its output to its run folder's
+    ``train.log``; this process prints the epochs done. A run starts only once the run before it has
+    finished an epoch (or ended), so that run has written Ultralytics' label caches, which two processes
+    must not write at the same time. Results are the same as one at a time: every run is seeded.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    total = settings.train_args.get("epochs")
+    jobs = []
+    for i, (seed, role, spec, label) in enumerate(plan, 1):
+        run_dir, _ = _run_dir(settings, spec, label, seed)
+        jobs.append((f"({i}/{len(plan)})", label, seed, run_dir, (settings, role, spec, label, seed, force)))
+    futures: dict[int, Any] = {}
+    shown: dict[int, int] = {}
+    with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=mp.get_context("spawn")) as pool:
+        while len(futures) < len(jobs) or any(shown.get(k) != -1 for k in futures):
+            n = len(futures)
+            if n < len(jobs) and (n == 0 or futures[n - 1].done() or _epochs_done(jobs[n - 1][3]) > 0):
+                step, label, seed, run_dir, job = jobs[n]
+                _log(f"{step} {label} seed {seed}: started in a worker process; its output: {run_dir / 'train.log'}")
+                futures[n] = pool.submit(_run_one_logged, str(run_dir / "train.log"), *job, step)
+                continue
+            for k, f in futures.items():
+                step, label, seed, run_dir, _ = jobs[k]
+                if f.done() and shown.get(k) != -1:
+                    shown[k] = -1
+                    try:
+                        rec = f.result()
+                    except Exception as e:
+                        for g in futures.values():
+                            g.cancel()
+                        tail = "".join((run_dir / "train.log").read_text(errors="replace").splitlines(True)[-20:])
+                        raise RuntimeError(
+                            f"{step} {label} seed {seed} failed ({type(e).__name__}: {e}); the end of "
+                            f"{run_dir / 'train.log'}:\n{tail}"
+                        ) from e
+                    _log(f"{step} {label} seed {seed}: AP {pct(rec.get('AP'))}  APs {pct(rec.get('APs'))}"
+                         + ("  (reused)" if rec.get("reused") else f"  ({rec['train_seconds']:.0f} s training)"))
+                elif not f.done() and _epochs_done(run_dir) != shown.get(k, 0):
+                    shown[k] = _epochs_done(run_dir)
+                    _log(f"{step} {label} seed {seed}: epoch {shown[k]}" + (f"/{total}" if total else "") + " done")
+            wait(list(futures.values()), timeout=5, return_when=FIRST_COMPLETED)
+    return [futures[k].result() for k in range(len(jobs))]
+
+
 def _run_one(
     settings: CompareSettings, role: str, spec: str, label: str, seed: int, force: bool, step: str
 ) -> dict[str, Any]:
     from ultralytics import YOLO
 
     args = dict(settings.train_args)
-    fp, content = _fingerprint(spec, settings.data, args, seed)
-    run_dir = settings.project / "runs" / f"{label}-seed{seed}-{fp}"
+    run_dir, content = _run_dir(settings, spec, label, seed)
     record_path = run_dir / "run.json"
     best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
     record = _read_json(record_path)
@@ -261,9 +337,11 @@ def compare(settings: CompareSettings, *, force: bool = False) -> dict[str, Any]
         ("baseline", settings.baseline, label_b),
         ("model", settings.model, label_m),
     )]
-    records = []
-    for i, (seed, role, spec, label) in enumerate(plan, 1):
-        records.append(_run_one(settings, role, spec, label, seed, force, f"({i}/{len(plan)})"))
+    if settings.jobs > 1 and len(plan) > 1:
+        records = _run_parallel(settings, plan, force)
+    else:
+        records = [_run_one(settings, role, spec, label, seed, force, f"({i}/{len(plan)})")
+                   for i, (seed, role, spec, label) in enumerate(plan, 1)]  # fmt: skip
     entries = [
         summarise(records, "baseline", settings.baseline, label_b),
         summarise(records, "model", settings.model, label_m),
@@ -339,7 +417,8 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     """Validate plain values and build the comparison (the data.yaml's ``train_args`` merged in).
 
     ``kv`` holds ``model``, ``baseline``, ``data`` (required), ``seeds`` (a count, or a list of seeds),
-    ``seed`` (the first seed of a count), ``project``, ``latency_runs``, and any Ultralytics train argument
+    ``seed`` (the first seed of a count), ``project``, ``latency_runs``, ``jobs`` (training runs at once,
+    each in its own process; 1 runs them here, one after the other), and any Ultralytics train argument
     (typed values: ``epochs=3``, not ``"3"``). Raises ValueError / FileNotFoundError naming what is wrong,
     before anything is written.
     """
@@ -361,6 +440,10 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
     latency_runs = 30 if latency_runs is None else latency_runs
     if not isinstance(latency_runs, int) or latency_runs < 1:
         raise ValueError(f"latency_runs={latency_runs!r} must be a positive integer")
+    jobs = kv.pop("jobs", None)
+    jobs = 1 if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive integer (training runs at once, one process each)")
     model, baseline = str(kv.pop("model")), str(kv.pop("baseline"))
     project = Path(str(kv.pop("project", None) or "runs/compare")).expanduser()
     for name, spec in (("model", model), ("baseline", baseline)):
@@ -398,4 +481,5 @@ def settings_from_args(kv: dict[str, Any]) -> CompareSettings:
         seeds=seeds,
         train_args=train_args,
         latency_runs=latency_runs,
+        jobs=jobs,
     )

@@ -1,7 +1,7 @@
 """The integration on the oldest Ultralytics releases it claims: 8.3.0 (YOLOv8, YOLO11) and 8.4.0 (YOLO26).
 
 The old releases are installed beside the environment's own Ultralytics, without dependencies, by the
-Makefile's install step (`pip install --no-deps --target .venv/ultralytics-oldest ultralytics==8.3.0 tqdm
+Makefile's install-test step (`pip install --no-deps --target .venv/ultralytics-oldest ultralytics==8.3.0 tqdm
 py-cpuinfo` and `... --target .venv/ultralytics-8.4.0 ultralytics==8.4.0`), and each check runs in a new
 process with that folder first on PYTHONPATH, so the start-up hook, YAML lookup, channel filling,
 pretrained remap and GFLOPs are exercised against that release's own parse_model and loaders.
