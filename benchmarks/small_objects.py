@@ -40,6 +40,7 @@ with a 95% t-interval.
     python benchmarks/small_objects.py --preset quick --tasks farcue       # CPU-sized (see --plan for the runs)
     python benchmarks/small_objects.py --preset full --device 0            # the fuller measurement (GPU advised)
     python benchmarks/small_objects.py --preset quick --plan               # list the runs and what is finished
+    python benchmarks/small_objects.py --merge OUT1 OUT2 --out OUT         # one report from several folders
 
 Every run lives in OUT/runs/<task>/<arm>-s<seed>-<fingerprint> (the fingerprint hashes the model file,
 the dataset, every train argument, the seed, the pretrained checkpoint and the Ultralytics version): a
@@ -605,6 +606,63 @@ def execute(args: argparse.Namespace) -> dict:
     return result
 
 
+def merge(folders: list[str], out: str) -> dict:
+    """One report from the ``small_objects.json`` of several output folders (runs split over processes or
+    machines, e.g. two queues on the two cores of a machine where Ultralytics trains on one): the runs of
+    all of them, summarised and paired by seed as one invocation would. A (task, protocol, arm, seed) given
+    twice with different test AP is refused. The own-boxes reference lines are recomputed from each
+    baseline's cached ``refs.json``; the exact ones must agree (the same test split)."""
+    results = []
+    for f in folders:
+        path = Path(f) / "small_objects.json" if Path(f).is_dir() else Path(f)
+        if not path.is_file():
+            raise SystemExit(f"--merge: {path} does not exist (a folder written by this script, or its small_objects.json)")
+        results.append(json.loads(path.read_text()))
+    records: dict[tuple, dict] = {}
+    for res in results:
+        for r in res["runs"]:
+            key = (r["task"], r["protocol"], r["arm"], r["seed"])
+            if key in records and _metric(records[key], ("test", "AP")) != _metric(r, ("test", "AP")):
+                raise SystemExit(f"--merge: {key} is in two folders with different test AP; keep one of them")
+            records.setdefault(key, r)
+    recs = list(records.values())
+    tasks = list(dict.fromkeys(t for res in results for t in res["references"]))
+    protocols = [p for p in PROTOCOLS if any(r["protocol"] == p for r in recs)]
+    arm_dicts = {a["name"]: a for res in results for a in res["arms"]}
+    arms = [Arm(a["name"], a["spec"], a.get("peer", False), a.get("note", "")) for a in arm_dicts.values()]
+    references: dict[str, dict] = {}
+    for task in tasks:
+        refs = [res["references"][task] for res in results if task in res["references"]]
+        exact = refs[0]["exact"]
+        if any(json.dumps(r["exact"], sort_keys=True) != json.dumps(exact, sort_keys=True) for r in refs[1:]):
+            raise SystemExit(f"--merge: the folders' {task} test splits differ (their exact reference lines do); "
+                             "merge only runs of the same preset and --data-seed")  # fmt: skip
+        references[task] = {k: v for k, v in refs[0].items() if k not in PROTOCOLS}
+        for protocol in protocols:
+            own = [json.loads((Path(r["run_dir"]) / "refs.json").read_text())["lines"] for r in recs
+                   if r["task"] == task and r["protocol"] == protocol and r["arm"] == "baseline"
+                   and (Path(r["run_dir"]) / "refs.json").is_file()]  # fmt: skip
+            references[task][protocol] = {
+                k: {m: mean_std([o[k].get(m) for o in own]) for m in ("AP", "AP50")}
+                for k in ("blind_tied_own_boxes", "blind_random_own_boxes") if own
+            }  # fmt: skip
+    rows, diffs = summarise(recs, tasks, protocols, arms)
+    seeds = sorted({r["seed"] for r in recs})
+    lines = list(dict.fromkeys(res["machine"]["line"] for res in results))
+    args = {**results[0]["args"], "seed0": seeds[0], "seeds": seeds[-1] - seeds[0] + 1, "merged": folders}
+    result = {"args": args, "machine": {"line": "; ".join(lines), "sources": [res["machine"] for res in results]},
+              "minutes": sum(res["minutes"] for res in results), "arms": [{**a} for a in arm_dicts.values()],
+              "references": references, "rows": rows, "differences": diffs, "runs": recs}  # fmt: skip
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "small_objects.json").write_text(json.dumps(result, indent=2, default=str))
+    text = markdown(result) + f"\n\nMerged from: {', '.join(folders)} (seeds {', '.join(map(str, seeds))})."
+    (dest / "small_objects.md").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {dest / 'small_objects.md'} and {dest / 'small_objects.json'}")
+    return result
+
+
 METRICS = {"test AP": ("test", "AP"), "test AP50": ("test", "AP50"), "test APs": ("test", "APs"),
            "cf AP (new labels)": ("cf_new", "AP"), "cf AP (old labels)": ("cf_old", "AP"),
            "blocks reset AP": ("blocks_reset", "AP"), "gamma zeroed AP": ("gamma_zero", "AP"),
@@ -763,6 +821,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Ultralytics train argument of the fine-tune runs only (e.g. warmup_epochs=0)")
     p.add_argument("--plan", action="store_true", help="print the runs (and which are finished) and stop")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="write one report (to --out) from the runs of these "
+                   "output folders, e.g. two queues run side by side on a 2-core CPU (Ultralytics trains on one core)")
     args = p.parse_args(argv)
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
@@ -780,6 +840,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
     if args.plan:
         out = Path(args.out).resolve()
         arm_names = [a.strip() for a in args.arms.split(",") if a.strip()]

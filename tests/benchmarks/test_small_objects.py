@@ -1,8 +1,9 @@
 """benchmarks/small_objects.py's logic that runs without training: the t-interval, the paired differences,
-the generated -nl variant YAMLs (built by the real Ultralytics with the options set), arms, plan and report."""
+the generated -nl variant YAMLs (built by the real Ultralytics with the options set), arms, plan and report, and one report merged from several output folders."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -120,6 +121,59 @@ def test_summary_and_markdown_from_records():
     row = next(line for line in text.splitlines() if line.startswith("| finetune | nl-g1 |"))
     assert "| 0.310 ± 0.010 |" in row  # gamma as it is (not in %): mean of 0.30, 0.31, 0.32
     assert next(line for line in text.splitlines() if line.startswith("| finetune | baseline |")).count("| - |") >= 1
+
+
+def _fake_result(folder, seeds, aps, blind=0.5):
+    """A small_objects.json as execute() writes it: baseline and nl runs of farcue/finetune for ``seeds``."""
+    recs = []
+    for seed, (b, m) in zip(seeds, aps):
+        for arm, ap in (("baseline", b), ("nl", m)):
+            run_dir = folder / "runs" / f"{arm}-s{seed}"
+            run_dir.mkdir(parents=True)
+            if arm == "baseline":  # reference_lines' cache of the own-boxes lines
+                (run_dir / "refs.json").write_text(json.dumps({"stamp": "x", "lines": {
+                    "blind_tied_own_boxes": {"AP": ap / 2, "AP50": ap}, "blind_random_own_boxes": {"AP": ap / 4, "AP50": ap}}}))
+            recs.append({"task": "farcue", "protocol": "finetune", "arm": arm, "seed": seed, "epochs": 15,
+                         "train_seconds": 60, "run_dir": str(run_dir), "test": {"AP": ap, "AP50": ap}, "val_mAP": ap})  # fmt: skip
+    arms = [vars(so.Arm("baseline", "yolov8n.yaml")), vars(so.Arm("nl", "yolov8n-nl.yaml"))]
+    result = {"args": {"preset": "quick", "seed0": seeds[0], "seeds": len(seeds), "n_train": 1, "n_val": 1, "n_test": 1,
+                       "data_seed": 0, "pretrain_epochs": 30, "finetune_epochs": 15, "epochs": 40, "train_arg": []},
+              "machine": {"line": f"machine of {folder.name}"}, "minutes": 2.0, "arms": arms, "runs": recs, "rows": [],
+              "differences": [], "references": {"farcue": {"exact": {"oracle": {"AP": 1.0, "AP50": 1.0},
+                                                                     "blind_tied": {"AP": blind, "AP50": blind}}}}}  # fmt: skip
+    (folder / "small_objects.json").write_text(json.dumps(result))
+    return recs
+
+
+def test_merge_pairs_the_runs_of_several_folders_as_one_run_would(tmp_path, capsys):
+    a = _fake_result(tmp_path / "a", [0, 1], [(0.40, 0.80), (0.42, 0.44)])
+    b = _fake_result(tmp_path / "b", [2], [(0.41, 0.75)])
+    assert so.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    merged = json.loads((tmp_path / "m" / "small_objects.json").read_text())
+    arms = [so.Arm("baseline", "yolov8n.yaml"), so.Arm("nl", "yolov8n-nl.yaml")]
+    rows, diffs = so.summarise(a + b, ["farcue"], ["finetune"], arms)
+    d = next(x for x in merged["differences"] if x["metric"] == "test AP")
+    assert d["n"] == 3 and d["seeds"] == [0, 1, 2]
+    assert d == next(x for x in diffs if x["metric"] == "test AP")
+    assert d["mean"] == pytest.approx(((0.80 - 0.40) + (0.44 - 0.42) + (0.75 - 0.41)) / 3)
+    own = merged["references"]["farcue"]["finetune"]["blind_tied_own_boxes"]["AP"]
+    assert own[0] == pytest.approx((0.40 + 0.42 + 0.41) / 6), "own-boxes lines over every folder's baselines"
+    text = (tmp_path / "m" / "small_objects.md").read_text()
+    assert "machine of a; machine of b" in text and "finetune / nl: test AP +25.3 (95% CI [" in text
+    assert "| oracle: exact boxes, true classes | 100.0 | 100.0 |" in text
+
+
+def test_merge_refuses_conflicting_runs_and_other_test_splits(tmp_path):
+    _fake_result(tmp_path / "a", [0], [(0.40, 0.80)])
+    _fake_result(tmp_path / "b", [0], [(0.40, 0.70)])
+    _fake_result(tmp_path / "c", [1], [(0.40, 0.70)], blind=0.33)
+    with pytest.raises(SystemExit, match="in two folders with different test AP"):
+        so.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    with pytest.raises(SystemExit, match="test splits differ"):
+        so.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "m")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        so.main(["--merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists(), "nothing is written for a refused merge"
 
 
 def test_block_gammas_read_the_checkpoint(tmp_path):
