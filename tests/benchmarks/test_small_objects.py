@@ -1,5 +1,6 @@
 """benchmarks/small_objects.py's logic that runs without training: the t-interval, the paired differences,
-the generated -nl variant YAMLs (built by the real Ultralytics with the options set), arms, plan and report, and one report merged from several output folders."""
+the generated -nl variant YAMLs (built by the real Ultralytics with the options set), arms, plan and report,
+and one report merged from several output folders."""
 
 from __future__ import annotations
 
