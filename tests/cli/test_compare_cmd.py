@@ -224,7 +224,7 @@ def test_jobs_train_in_worker_processes_with_the_same_results(console_script, co
               "batch=4", "workers=0", "latency_runs=2"]  # fmt: skip
     r = _run(console_script, [*common, "jobs=2", f"project={tmp_path / 'par'}"])
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("started in a worker process") == 2 and r.stderr.count(": AP ") == 2
+    assert r.stderr.count("handed to a worker process") == 2 and r.stderr.count(": AP ") == 2
     s = _run(console_script, [*common, f"project={tmp_path / 'seq'}"])
     assert s.returncode == 0, s.stderr[-3000:]
     assert "worker process" not in s.stderr

@@ -206,35 +206,41 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
         run_dir, _ = _run_dir(settings, spec, label, seed)
         jobs.append((f"({i}/{len(plan)})", label, seed, run_dir, (settings, role, spec, label, seed, force)))
     futures: dict[int, Any] = {}
-    shown: dict[int, int] = {}
+    finished: set[int] = set()
+    epochs: dict[int, int] = {}
     with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=mp.get_context("spawn")) as pool:
-        while len(futures) < len(jobs) or any(shown.get(k) != -1 for k in futures):
+        while len(finished) < len(jobs):
             n = len(futures)
             if n < len(jobs) and (n == 0 or futures[n - 1].done() or _epochs_done(jobs[n - 1][3]) > 0):
                 step, label, seed, run_dir, job = jobs[n]
-                _log(f"{step} {label} seed {seed}: started in a worker process; its output: {run_dir / 'train.log'}")
+                _log(f"{step} {label} seed {seed}: handed to a worker process; its output: {run_dir / 'train.log'}")
                 futures[n] = pool.submit(_run_one_logged, str(run_dir / "train.log"), *job, step)
                 continue
             for k, f in futures.items():
                 step, label, seed, run_dir, _ = jobs[k]
-                if f.done() and shown.get(k) != -1:
-                    shown[k] = -1
+                if k in finished:
+                    continue
+                if f.done():
+                    finished.add(k)
                     try:
                         rec = f.result()
                     except Exception as e:
                         for g in futures.values():
-                            g.cancel()
+                            g.cancel()  # the runs not started yet; those going on finish and are kept for reuse
                         tail = "".join((run_dir / "train.log").read_text(errors="replace").splitlines(True)[-20:])
+                        _log(f"{step} {label} seed {seed} failed; waiting for the runs still going (kept for reuse)")
                         raise RuntimeError(
                             f"{step} {label} seed {seed} failed ({type(e).__name__}: {e}); the end of "
                             f"{run_dir / 'train.log'}:\n{tail}"
                         ) from e
                     _log(f"{step} {label} seed {seed}: AP {pct(rec.get('AP'))}  APs {pct(rec.get('APs'))}"
                          + ("  (reused)" if rec.get("reused") else f"  ({rec['train_seconds']:.0f} s training)"))
-                elif not f.done() and _epochs_done(run_dir) != shown.get(k, 0):
-                    shown[k] = _epochs_done(run_dir)
-                    _log(f"{step} {label} seed {seed}: epoch {shown[k]}" + (f"/{total}" if total else "") + " done")
-            wait(list(futures.values()), timeout=5, return_when=FIRST_COMPLETED)
+                elif _epochs_done(run_dir) != epochs.get(k, 0):
+                    epochs[k] = _epochs_done(run_dir)
+                    _log(f"{step} {label} seed {seed}: epoch {epochs[k]}" + (f"/{total}" if total else "") + " done")
+            going = [f for k, f in futures.items() if k not in finished]
+            if going:
+                wait(going, timeout=5, return_when=FIRST_COMPLETED)
     return [futures[k].result() for k in range(len(jobs))]
 
 
