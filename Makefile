@@ -60,10 +60,11 @@ bench: install-test
 	$(BIN)/python benchmarks/coco_eval.py --images 500
 	$(BIN)/python benchmarks/gflops.py
 
-# the small-object evidence protocol on the positive control (about an hour on 2 CPU cores; minutes on a
-# GPU): see docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
+# the small-object evidence protocol on the positive control (about an hour of training on one core per
+# seed; --jobs 2 trains two seeds at once, one per core of a 2-core CPU, where Ultralytics trains on one
+# thread; minutes on a GPU): see docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
 bench-small-objects: install
-	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl-g0-r,nl
+	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl-g0-r,nl --jobs 2
 
 # Wheels for benchmarks/gpu_evidence.sh on a lent GPU machine (Python 3.12, no Ultralytics, no registry):
 # this venv's Ultralytics release, its thop and faster-coco-eval, into .whl/ (git-ignored), to carry there.

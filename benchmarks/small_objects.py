@@ -821,6 +821,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Ultralytics train argument of the fine-tune runs only (e.g. warmup_epochs=0)")
     p.add_argument("--plan", action="store_true", help="print the runs (and which are finished) and stop")
+    p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each by its own process into "
+                   "OUT/seed-<k>, then merged into OUT (2 on a 2-core CPU: Ultralytics trains on cpu_count - 1 threads)")
     p.add_argument("--merge", nargs="+", metavar="DIR", help="write one report (to --out) from the runs of these "
                    "output folders, e.g. two queues run side by side on a 2-core CPU (Ultralytics trains on one core)")
     args = p.parse_args(argv)
@@ -831,6 +833,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out = f"benchmarks/runs/small_objects-{args.preset}"
     if args.seeds < 1 or min(args.epochs, args.pretrain_epochs, args.finetune_epochs) < 1:
         p.error("--seeds and every --*epochs must be >= 1")
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
     if min(args.n_train, args.n_val, args.n_test) < 1 or args.draws < 1:
         p.error("--n-train, --n-val, --n-test and --draws must be >= 1")
     _kv(args.train_arg, "--train-arg")  # refuse a typo before hours of training
@@ -838,8 +842,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _drop_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--x V`` and ``--x=V``)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not a.startswith(tuple(n + "=" for n in names)):
+            kept.append(a)
+    return kept
+
+
+def run_jobs(args: argparse.Namespace, argv: list[str]) -> None:
+    """``--jobs N``: every seed by its own process of this script into OUT/seed-<k> (its output in log.txt
+    there), N at a time, then one report merged from them into OUT. Each seed's runs are the same as in a
+    plain invocation (seeded, one torch thread each on a 2-core CPU), in other folders."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = Path(args.out).resolve()
+    base = _drop_options(argv, ("--jobs", "--seed0", "--seeds", "--out"))
+    seeds = list(range(args.seed0, args.seed0 + args.seeds))
+
+    def one(seed: int) -> Path:
+        folder = out / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--seed0", str(seed), "--seeds", "1", "--out", str(folder)]
+        _log(f"seed {seed}: started; its output: {folder / 'log.txt'}")
+        with open(folder / "log.txt", "a") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise SystemExit(f"seed {seed} failed (exit {rc}); see {folder / 'log.txt'}")
+        _log(f"seed {seed}: finished")
+        return folder
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        folders = list(pool.map(one, seeds))
+    merge([str(f) for f in folders], str(out))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.jobs > 1 and not args.plan and not args.merge:
+        run_jobs(args, argv)
+        return 0
     if args.merge:
         merge(args.merge, args.out)
         return 0

@@ -211,3 +211,33 @@ def test_cue_sensitivity_counts_only_near_target_changes(tmp_path):
     moved[0]["category_id"] = 2  # a near detection follows the cue
     b.write_text(json.dumps(moved))
     assert so.cue_sensitivity(data, a, b) == {"near_detections": 4, "changed": 2, "share": 0.5}
+
+
+def test_drop_options_removes_both_spellings():
+    argv = ["--preset", "smoke", "--jobs", "2", "--seeds=3", "--out", "x", "--tasks", "neutral", "--seed0=1"]
+    assert so._drop_options(argv, ("--jobs", "--seed0", "--seeds", "--out")) == ["--preset", "smoke", "--tasks", "neutral"]
+
+
+@pytest.mark.slow
+def test_jobs_train_each_seed_in_its_own_process_and_merge(tmp_path):
+    """--jobs 2 on the smoke preset: the real script in a subprocess, two seeds at once into OUT/seed-<k>,
+    one merged report in OUT pairing both seeds."""
+    import subprocess
+    import sys
+
+    script = Path(so.__file__).resolve()
+    out = tmp_path / "so"
+    cmd = [sys.executable, str(script), "--preset", "smoke", "--tasks", "neutral", "--protocols", "finetune",
+           "--arms", "baseline,nl", "--seeds", "2", "--jobs", "2", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:] + "".join((out / f"seed-{k}" / "log.txt").read_text()[-2000:] for k in (0, 1)
+                                                         if (out / f"seed-{k}" / "log.txt").is_file())  # fmt: skip
+    assert r.stderr.count(": started; its output: ") == 2 and r.stderr.count(": finished") == 2
+    for k in (0, 1):
+        part = json.loads((out / f"seed-{k}" / "small_objects.json").read_text())
+        assert {x["seed"] for x in part["runs"]} == {k}
+    merged = json.loads((out / "small_objects.json").read_text())
+    assert sorted({(x["arm"], x["seed"]) for x in merged["runs"]}) == [("baseline", 0), ("baseline", 1), ("nl", 0), ("nl", 1)]
+    d = next(x for x in merged["differences"] if x["metric"] == "test AP" and x["arm"] == "nl")
+    assert d["n"] == 2 and d["seeds"] == [0, 1]
+    assert "finetune / nl: test AP" in (out / "small_objects.md").read_text()
