@@ -60,9 +60,9 @@ bench: install-test
 	$(BIN)/python benchmarks/coco_eval.py --images 500
 	$(BIN)/python benchmarks/gflops.py
 
-# the small-object evidence protocol on the positive control (about an hour of training on one core per
-# seed; --jobs 2 trains two seeds at once, one per core of a 2-core CPU, where Ultralytics trains on one
-# thread; minutes on a GPU): see docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
+# the small-object evidence protocol on the positive control: 3 seeds, each a 30-epoch baseline and three
+# 15-epoch fine-tunes, about half an hour a seed on one core of docs/speed.md's AVX2 machine; --jobs 2 trains
+# two seeds at once on a 2-core CPU, where Ultralytics trains on one thread; minutes on a GPU. See docs/compare.md. The other tasks: --tasks farcue-near,neutral,context
 bench-small-objects: install
 	$(BIN)/python benchmarks/small_objects.py --preset quick --tasks farcue --arms baseline,nl-g0-r,nl --jobs 2
 
