@@ -1,0 +1,110 @@
+"""Pool the per-seed test AP of several rounds of benchmarks/small_objects.py into one table per task.
+
+The runs of one round live in a git-ignored output folder and are gone by the next session; what stays is
+each round's small_objects.json (this round's, committed under benchmarks/results/) or, for older rounds,
+their published per-seed figures (benchmarks/results/rounds4-5.csv, one decimal, with the machine). This
+script reads any mix of the two, refuses a (task, arm, seed) that two sources give differently (more than
+0.05 AP apart: rounding), and prints per task and arm the seeds, mean ± std, the paired difference against
+the baseline of the same seeds with its 95% t-interval (small_objects.paired_difference), and for the
+positive control how many seeds scored above the rule-blind cap (no detector that ignores the cue can).
+
+    python benchmarks/pooled.py benchmarks/results/rounds4-5.csv benchmarks/results/round6/small_objects.json
+
+Only the fine-tune protocol of the quick preset is pooled (15-epoch fine-tunes): a source of another
+preset or protocol is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from small_objects import paired_difference  # noqa: E402
+
+# The rule-blind cap of the positive control (exact boxes, both classes, equal scores): 50.0 AP exactly
+# (benchmarks/reference_lines.py); a seed above it used the cue.
+CAPS = {"farcue": 50.0}
+
+
+def read_source(path: Path) -> tuple[list[dict], str]:
+    """(rows of task, arm, seed, AP in %, source) and a line naming the source's machine(s)."""
+    if path.suffix == ".csv":
+        with open(path) as f:
+            body = [line for line in f if not line.startswith("#")]
+        rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": float(r["test_AP"]),
+                 "source": f"{path.name} (round {r['round']}, machine {r['machine']})"} for r in csv.DictReader(body)]  # fmt: skip
+        return rows, f"{path.name}: " + ", ".join(sorted({f"round {r['round']} machine {r['machine']}" for r in csv.DictReader(body)}))
+    res = json.loads(path.read_text())
+    args = res["args"]
+    if args.get("preset") != "quick" or args.get("finetune_epochs") != 15:
+        raise SystemExit(f"{path}: preset {args.get('preset')}, {args.get('finetune_epochs')}-epoch fine-tunes; "
+                         "only the quick preset's 15-epoch fine-tunes are pooled")  # fmt: skip
+    rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": 100 * r["test"]["AP"], "source": str(path)}
+            for r in res["runs"] if r["protocol"] == "finetune" and r.get("test", {}).get("AP") is not None]  # fmt: skip
+    return rows, f"{path}: {res['machine']['line']}"
+
+
+def pool(paths: list[Path]) -> tuple[dict[tuple[str, str, int], dict], list[str]]:
+    table: dict[tuple[str, str, int], dict] = {}
+    machines = []
+    for p in paths:
+        rows, line = read_source(p)
+        machines.append(line)
+        for r in rows:
+            key = (r["task"], r["arm"], r["seed"])
+            if key in table and abs(table[key]["AP"] - r["AP"]) > 0.05:
+                raise SystemExit(f"{key}: {table[key]['AP']:.2f} in {table[key]['source']} but {r['AP']:.2f} in {r['source']}")
+            if key not in table or r["source"].endswith(".json"):  # the full-precision figure wins a tie
+                table[key] = r
+    return table, machines
+
+
+def report(table: dict[tuple[str, str, int], dict], machines: list[str]) -> str:
+    lines = ["# Pooled test AP (%) of benchmarks/small_objects.py, quick preset, fine-tune protocol", ""]
+    lines += [f"- {m}" for m in machines]
+    for task in dict.fromkeys(k[0] for k in table):
+        seeds = sorted({k[2] for k in table if k[0] == task})
+        arms = list(dict.fromkeys(k[1] for k in table if k[0] == task))
+        arms.sort(key=lambda a: a != "baseline")
+        cap = CAPS.get(task)
+        head = ["arm", *(f"s{s}" for s in seeds), "n", "mean ± std", "paired diff. vs baseline, 95% CI"]
+        head += [f"above the cap ({cap:.1f})"] if cap is not None else []
+        lines += ["", f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for arm in arms:
+            aps = {s: table[(task, arm, s)]["AP"] for s in seeds if (task, arm, s) in table}
+            vals = list(aps.values())
+            ms = f"{statistics.fmean(vals):.1f}" + (f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else "")
+            cells = [arm, *(f"{aps[s]:.1f}" if s in aps else "" for s in seeds), str(len(vals)), ms]
+            if arm == "baseline":
+                cells.append("")
+            else:
+                both = [s for s in aps if (task, "baseline", s) in table]
+                d = paired_difference([aps[s] for s in both], [table[(task, "baseline", s)]["AP"] for s in both])
+                ci = f" [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]" if d["ci"] else ""
+                cells.append(f"{d['mean']:+.1f}{ci} (n={d['n']})" if d["n"] else "no baseline of these seeds")
+            if cap is not None:
+                cells.append("-" if arm == "baseline" else f"{sum(v > cap for v in vals)} of {len(vals)}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", type=Path, help="small_objects.json files and per-seed CSV files")
+    args = p.parse_args(argv)
+    missing = [str(s) for s in args.sources if not s.is_file()]
+    if missing:
+        raise SystemExit(f"no such file: {', '.join(missing)}")
+    table, machines = pool(args.sources)
+    print(report(table, machines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/pooled.py: per-seed figures of a CSV and of a small_objects.json pooled, paired by seed, with
+conflicting figures and other presets refused, and the committed rounds 4-5 figures reproducing the paired
+difference published for them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import pooled  # noqa: E402  (tests/benchmarks/conftest.py puts benchmarks/ on sys.path)
+
+RESULTS = Path(pooled.__file__).resolve().parent / "results"
+
+
+def _csv(path: Path, rows: list[tuple]) -> Path:
+    path.write_text("# a comment\ntask,arm,seed,test_AP,round,machine\n"
+                    + "".join(f"{t},{a},{s},{ap},1,X\n" for t, a, s, ap in rows))  # fmt: skip
+    return path
+
+
+def _json(path: Path, rows: list[tuple], preset: str = "quick") -> Path:
+    runs = [{"task": t, "arm": a, "seed": s, "protocol": "finetune", "test": {"AP": ap / 100}} for t, a, s, ap in rows]
+    path.write_text(json.dumps({"args": {"preset": preset, "finetune_epochs": 15}, "machine": {"line": "here"}, "runs": runs}))
+    return path
+
+
+def test_sources_pool_and_pair_by_seed(tmp_path, capsys):
+    a = _csv(tmp_path / "a.csv", [("farcue", "baseline", 0, 40.0), ("farcue", "nl", 0, 80.0), ("farcue", "baseline", 1, 42.0)])
+    b = _json(tmp_path / "b.json", [("farcue", "nl", 1, 44.0), ("farcue", "baseline", 0, 40.02), ("farcue", "nl", 2, 90.0)])
+    assert pooled.main([str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    nl = next(line for line in out.splitlines() if line.startswith("| nl |"))
+    # seed 2 has no baseline: the pair is over seeds 0 and 1, (80 - 40.02 + 44 - 42) / 2 = 20.99
+    assert "| 80.0 | 44.0 | 90.0 | 3 |" in nl and "+21.0 [" in nl and "(n=2)" in nl and "| 2 of 3 |" in nl
+    assert "| baseline | 40.0 | 42.0 |  | 2 |" in out, "the JSON's full-precision figure replaces the CSV's"
+    assert "- b.json: here" in out.replace(str(tmp_path) + "/", "")
+
+
+def test_conflicts_and_other_presets_are_refused(tmp_path):
+    a = _csv(tmp_path / "a.csv", [("neutral", "nl", 0, 40.0)])
+    b = _json(tmp_path / "b.json", [("neutral", "nl", 0, 41.0)])
+    with pytest.raises(SystemExit, match=r"\('neutral', 'nl', 0\): 40.00 in a.csv .* but 41.00 in"):
+        pooled.main([str(a), str(b)])
+    with pytest.raises(SystemExit, match="only the quick preset's 15-epoch fine-tunes"):
+        pooled.main([str(_json(tmp_path / "c.json", [("neutral", "nl", 0, 41.0)], preset="full"))])
+    with pytest.raises(SystemExit, match="no such file"):
+        pooled.main([str(tmp_path / "missing.json")])
+
+
+def test_published_rounds_reproduce_their_five_seed_interval(capsys):
+    assert pooled.main([str(RESULTS / "rounds4-5.csv")]) == 0
+    out = capsys.readouterr().out
+    farcue = out.split("## neutral")[0]
+    assert "| nl | 82.4 | 43.6 | 74.8 | 45.1 | 80.3 | 5 | 65.2 ± 19.3 | +22.6 [-0.7, +45.9] (n=5) | 3 of 5 |" in farcue
+    assert "| nl | 45.0 | 37.0 | 46.2 | 31.2 | 43.9 | 5 | 40.7 ± 6.4 | -1.0 [-1.9, -0.2] (n=5) |" in out.split("## neutral")[1]
