@@ -205,7 +205,8 @@ def _op_of(module, axis: int) -> tuple | None:
         if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
             raise ValueError(f"{type(module).__name__} with padding={module.padding!r} is not supported")
         d = _pair(getattr(module, "dilation", 1), axis)
-        return ("win-ceil" if getattr(module, "ceil_mode", False) else "win", _pair(module.kernel_size, axis), _pair(module.stride, axis), _pair(module.padding, axis), d)
+        op = "win-ceil" if getattr(module, "ceil_mode", False) else "win"
+        return (op, _pair(module.kernel_size, axis), _pair(module.stride, axis), _pair(module.padding, axis), d)
     if isinstance(module, nn.Upsample):
         if module.mode != "nearest" or module.scale_factor is None:
             raise ValueError(f"Upsample(mode={module.mode!r}, scale_factor={module.scale_factor}) is not supported")
@@ -504,7 +505,8 @@ def empirical_field(model_or_spec: Any = "yolov8n.yaml", *, level: int = 0, head
     MaxPool2d replaced by an AvgPool2d of the same geometry, because a max passes gradient to one input only
     and would hide the structural dependency), one random input of ``height x width``, and the summed output
     channels of cell ``cell`` (default: the middle one) of the middle row of Detect input ``level``
-    (``head=True``: of that level's class and box outputs). Returns ``(cell index, first column, last column)``; the analytic RF must contain these.
+    (``head=True``: of that level's class and box outputs). Returns ``(cell index, first column, last column)``;
+    the analytic RF must contain these.
     """
     import copy
     import os
