@@ -5,8 +5,10 @@ each round's small_objects.json (this round's, committed under benchmarks/result
 their published per-seed figures (benchmarks/results/rounds4-5.csv, one decimal, with the machine). This
 script reads any mix of the two, refuses a (task, arm, seed) that two sources give differently (more than
 0.05 AP apart: rounding), and prints per task and arm the seeds, mean ± std, the paired difference against
-the baseline of the same seeds with its 95% t-interval (small_objects.paired_difference), and for the
-positive control how many seeds scored above the rule-blind cap (no detector that ignores the cue can).
+the baseline of the same seeds with its 95% t-interval (small_objects.paired_difference), and, for a task
+whose small_objects.json carries the reference lines, how many seeds scored above every rule-blind line:
+above the cap (exact boxes, every class, equal scores) and above the mean + 3 std of the random-score line
+(exact boxes, every class, random scores), which no detector that ignores the rule reaches.
 
     python benchmarks/pooled.py benchmarks/results/rounds4-5.csv benchmarks/results/round6/small_objects.json
 
@@ -27,13 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from small_objects import paired_difference  # noqa: E402
 
-# The rule-blind cap of the positive control (exact boxes, both classes, equal scores): 50.0 AP exactly
-# (benchmarks/reference_lines.py); a seed above it used the cue.
-CAPS = {"farcue": 50.0}
+def blind_line(references: dict) -> float | None:
+    """The highest rule-blind AP (in %) of a task's exact reference lines: the cap, or the random-score line's
+    mean + 3 std; None without them."""
+    ex = references.get("exact", {})
+    tied = ex.get("blind_tied", {}).get("AP")
+    rnd = ex.get("blind_random", {})
+    lines = [v for v in (tied, None if rnd.get("AP") is None else rnd["AP"] + 3 * (rnd.get("AP_std") or 0)) if v is not None]
+    return 100 * max(lines) if lines else None
 
 
-def read_source(path: Path) -> tuple[list[dict], str]:
-    """(rows of task, arm, seed, AP in %, source) and a line naming the source's machine(s)."""
+def read_source(path: Path, lines: dict[str, float] | None = None) -> tuple[list[dict], str]:
+    """(rows of task, arm, seed, AP in %, source) and a line naming the source's machine(s); a JSON source's
+    rule-blind lines (:func:`blind_line`) go into ``lines``, by task."""
     if path.suffix == ".csv":
         with open(path) as f:
             body = [line for line in f if not line.startswith("#")]
@@ -47,14 +55,19 @@ def read_source(path: Path) -> tuple[list[dict], str]:
                          "only the quick preset's 15-epoch fine-tunes are pooled")  # fmt: skip
     rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": 100 * r["test"]["AP"], "source": str(path)}
             for r in res["runs"] if r["protocol"] == "finetune" and r.get("test", {}).get("AP") is not None]  # fmt: skip
+    for task, refs in res.get("references", {}).items():
+        line = blind_line(refs)
+        if lines is not None and line is not None:
+            lines[task] = max(line, lines.get(task, line))
     return rows, f"{path}: {res['machine']['line']}"
 
 
-def pool(paths: list[Path]) -> tuple[dict[tuple[str, str, int], dict], list[str]]:
+def pool(paths: list[Path]) -> tuple[dict[tuple[str, str, int], dict], list[str], dict[str, float]]:
     table: dict[tuple[str, str, int], dict] = {}
-    machines = []
+    machines: list[str] = []
+    blind: dict[str, float] = {}
     for p in paths:
-        rows, line = read_source(p)
+        rows, line = read_source(p, blind)
         machines.append(line)
         for r in rows:
             key = (r["task"], r["arm"], r["seed"])
@@ -62,19 +75,19 @@ def pool(paths: list[Path]) -> tuple[dict[tuple[str, str, int], dict], list[str]
                 raise SystemExit(f"{key}: {table[key]['AP']:.2f} in {table[key]['source']} but {r['AP']:.2f} in {r['source']}")
             if key not in table or r["source"].endswith(".json"):  # the full-precision figure wins a tie
                 table[key] = r
-    return table, machines
+    return table, machines, blind
 
 
-def report(table: dict[tuple[str, str, int], dict], machines: list[str]) -> str:
+def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: dict[str, float]) -> str:
     lines = ["# Pooled test AP (%) of benchmarks/small_objects.py, quick preset, fine-tune protocol", ""]
     lines += [f"- {m}" for m in machines]
     for task in dict.fromkeys(k[0] for k in table):
         seeds = sorted({k[2] for k in table if k[0] == task})
         arms = list(dict.fromkeys(k[1] for k in table if k[0] == task))
         arms.sort(key=lambda a: a != "baseline")
-        cap = CAPS.get(task)
+        cap = blind.get(task)
         head = ["arm", *(f"s{s}" for s in seeds), "n", "mean ± std", "paired diff. vs baseline, 95% CI"]
-        head += [f"above the cap ({cap:.1f})"] if cap is not None else []
+        head += [f"above every rule-blind line ({cap:.1f})"] if cap is not None else []
         lines += ["", f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm in arms:
             aps = {s: table[(task, arm, s)]["AP"] for s in seeds if (task, arm, s) in table}
@@ -101,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         raise SystemExit(f"no such file: {', '.join(missing)}")
-    table, machines = pool(args.sources)
-    print(report(table, machines))
+    table, machines, blind = pool(args.sources)
+    print(report(table, machines, blind))
     return 0
 
 

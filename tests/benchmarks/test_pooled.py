@@ -22,18 +22,22 @@ def _csv(path: Path, rows: list[tuple]) -> Path:
 
 def _json(path: Path, rows: list[tuple], preset: str = "quick") -> Path:
     runs = [{"task": t, "arm": a, "seed": s, "protocol": "finetune", "test": {"AP": ap / 100}} for t, a, s, ap in rows]
-    path.write_text(json.dumps({"args": {"preset": preset, "finetune_epochs": 15}, "machine": {"line": "here"}, "runs": runs}))
+    refs = {"farcue": {"exact": {"blind_tied": {"AP": 0.50}, "blind_random": {"AP": 0.534, "AP_std": 0.005}}}}
+    path.write_text(json.dumps({"args": {"preset": preset, "finetune_epochs": 15}, "machine": {"line": "here"},
+                                "runs": runs, "references": refs}))  # fmt: skip
     return path
 
 
 def test_sources_pool_and_pair_by_seed(tmp_path, capsys):
     a = _csv(tmp_path / "a.csv", [("farcue", "baseline", 0, 40.0), ("farcue", "nl", 0, 80.0), ("farcue", "baseline", 1, 42.0)])
-    b = _json(tmp_path / "b.json", [("farcue", "nl", 1, 44.0), ("farcue", "baseline", 0, 40.02), ("farcue", "nl", 2, 90.0)])
+    b = _json(tmp_path / "b.json", [("farcue", "nl", 1, 54.0), ("farcue", "baseline", 0, 40.02), ("farcue", "nl", 2, 90.0)])
     assert pooled.main([str(a), str(b)]) == 0
     out = capsys.readouterr().out
     nl = next(line for line in out.splitlines() if line.startswith("| nl |"))
-    # seed 2 has no baseline: the pair is over seeds 0 and 1, (80 - 40.02 + 44 - 42) / 2 = 20.99
-    assert "| 80.0 | 44.0 | 90.0 | 3 |" in nl and "+21.0 [" in nl and "(n=2)" in nl and "| 2 of 3 |" in nl
+    # seed 2 has no baseline: the pair is over seeds 0 and 1, (80 - 40.02 + 54 - 42) / 2 = 25.99
+    assert "| 80.0 | 54.0 | 90.0 | 3 |" in nl and "+26.0 [" in nl and "(n=2)" in nl
+    # the highest rule-blind line is the random-score one, 53.4 + 3 x 0.5 = 54.9: 54.0 is not above it
+    assert "above every rule-blind line (54.9)" in out and nl.endswith("| 2 of 3 |")
     assert "| baseline | 40.0 | 42.0 |  | 2 |" in out, "the JSON's full-precision figure replaces the CSV's"
     assert "- b.json: here" in out.replace(str(tmp_path) + "/", "")
 
@@ -53,5 +57,6 @@ def test_published_rounds_reproduce_their_five_seed_interval(capsys):
     assert pooled.main([str(RESULTS / "rounds4-5.csv")]) == 0
     out = capsys.readouterr().out
     farcue = out.split("## neutral")[0]
-    assert "| nl | 82.4 | 43.6 | 74.8 | 45.1 | 80.3 | 5 | 65.2 ± 19.3 | +22.6 [-0.7, +45.9] (n=5) | 3 of 5 |" in farcue
+    assert "| nl | 82.4 | 43.6 | 74.8 | 45.1 | 80.3 | 5 | 65.2 ± 19.3 | +22.6 [-0.7, +45.9] (n=5) |" in farcue
+    assert "rule-blind line" not in farcue, "the CSV carries no reference lines"
     assert "| nl | 45.0 | 37.0 | 46.2 | 31.2 | 43.9 | 5 | 40.7 ± 6.4 | -1.0 [-1.9, -0.2] (n=5) |" in out.split("## neutral")[1]
