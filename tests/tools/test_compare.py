@@ -95,3 +95,30 @@ def test_result_table_is_one_row_per_model():
     lines = result_table(result).splitlines()
     assert lines[0].split() == ["model", "AP", "APs", "AP50", "params", "GFLOPs", "ms"]
     assert lines[2].split() == ["yolov8n-nl", "12.3", "±", "1.0", "n/a", "50.0", "±", "2.0", "3.20M", "8.70", "12.3"]
+
+
+def test_jobs_wait_for_the_label_caches_of_this_invocation(context_data, tmp_path):
+    """jobs=2 starts the second run once the first has written Ultralytics' label caches: the caches of the
+    train and val splits beside their label folders, written after the start and complete (2 s quiet); a
+    cache from before the start may be stale and does not count."""
+    import os
+    import time
+
+    from yolo_nonlocal.tools.compare import _caches_written, _label_caches
+
+    caches = _label_caches(str(context_data))
+    root = context_data.parent
+    assert caches == [root / "labels" / "train.cache", root / "labels" / "val.cache"]
+    start = time.time() - 10  # the invocation started 10 s ago
+    assert not _caches_written(caches, start)
+    for c in caches:
+        c.write_bytes(b"x")
+        os.utime(c, (start + 1, start + 1))
+    assert not _caches_written(caches, start + 2), "written before this start: maybe stale"
+    assert _caches_written(caches, start), "both written after the start and not touched since"
+    os.utime(caches[1], None)  # just written: maybe still being written
+    assert not _caches_written(caches, start)
+    for c in caches:
+        c.unlink()
+    (tmp_path / "odd.yaml").write_text(f"path: {tmp_path}\ntrain: nowhere\nval: nowhere\nnames: {{0: a}}\n")
+    assert _label_caches(str(tmp_path / "odd.yaml")) is None, "no images listed: fall back to a finished epoch"

@@ -181,6 +181,33 @@ def _run_one_logged(log: str, *job: Any) -> dict[str, Any]:
     return _run_one(*job)
 
 
+def _label_caches(data: str) -> list[Path] | None:
+    """The label caches Ultralytics writes for the train and val splits of ``data`` (beside the first image's
+    label folder: ``labels/train.cache``), or None when the splits cannot be listed."""
+    from yolo_nonlocal.metrics.datasets import label_file_for, load_data_config, split_image_files
+
+    try:
+        cfg = load_data_config(data)
+        firsts = [split_image_files(cfg, split)[:1] for split in ("train", "val")]
+    except Exception:  # an unusual layout: the caller falls back to waiting for a finished epoch
+        return None
+    if not all(firsts):
+        return None
+    return [Path(label_file_for(f[0])).parent.with_suffix(".cache") for f in firsts]
+
+
+def _caches_written(caches: list[Path] | None, since: float) -> bool:
+    """Whether every cache was written after ``since`` and not in the last 2 s (complete). A cache from
+    before may be stale, and a stale one is rewritten by every run that reads it: it does not count."""
+    if not caches:
+        return False
+    now = time.time()
+    try:
+        return all(since <= c.stat().st_mtime < now - 2 for c in caches)
+    except OSError:
+        return False
+
+
 def _epochs_done(run_dir: Path) -> int:
     try:
         return max(0, len((run_dir / "results.csv").read_text().splitlines()) - 1)
@@ -193,14 +220,17 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
 
     On a CPU, Ultralytics trains with ``cpu_count - 1`` threads (one thread on 2 cores), so one run leaves a
     core idle and two at once take about as long as one. Each worker writes its output to its run folder's
-    ``train.log``; this process prints the epochs done. A run starts only once the run before it has
-    finished an epoch (or ended), so that run has written Ultralytics' label caches, which two processes
-    must not write at the same time. Results are the same as one at a time: every run is seeded.
+    ``train.log``; this process prints the epochs done. Two processes must not write Ultralytics' label
+    caches at once, so the second run starts once the first has written them (``labels/train.cache`` and
+    ``labels/val.cache``), or else once it has finished an epoch. Results are the same as one at a time:
+    every run is seeded.
     """
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     total = settings.train_args.get("epochs")
+    caches = _label_caches(settings.data)
+    t_start = time.time()
     jobs = []
     for i, (seed, role, spec, label) in enumerate(plan, 1):
         run_dir, _ = _run_dir(settings, spec, label, seed)
@@ -211,7 +241,8 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
     with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=mp.get_context("spawn")) as pool:
         while len(finished) < len(jobs):
             n = len(futures)
-            if n < len(jobs) and (n == 0 or futures[n - 1].done() or _epochs_done(jobs[n - 1][3]) > 0):
+            ready = n == 0 or futures[n - 1].done() or _epochs_done(jobs[n - 1][3]) > 0 or _caches_written(caches, t_start)
+            if n < len(jobs) and ready:
                 step, label, seed, run_dir, job = jobs[n]
                 _log(f"{step} {label} seed {seed}: handed to a worker process; its output: {run_dir / 'train.log'}")
                 futures[n] = pool.submit(_run_one_logged, str(run_dir / "train.log"), *job, step)
@@ -240,7 +271,7 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
                     _log(f"{step} {label} seed {seed}: epoch {epochs[k]}" + (f"/{total}" if total else "") + " done")
             going = [f for k, f in futures.items() if k not in finished]
             if going:
-                wait(going, timeout=5, return_when=FIRST_COMPLETED)
+                wait(going, timeout=1 if len(futures) < len(jobs) else 5, return_when=FIRST_COMPLETED)
     return [futures[k].result() for k in range(len(jobs))]
 
 
