@@ -5,8 +5,9 @@ each round's small_objects.json (this round's, committed under benchmarks/result
 their published per-seed figures (benchmarks/results/rounds4-5.csv, one decimal, with the machine). This
 script reads any mix of the two, refuses a (task, arm, seed) that two sources give differently (more than
 0.05 AP apart: rounding), and prints per task and arm the seeds, mean ± std, the paired difference against
-the baseline of the same seeds with its 95% t-interval (small_objects.paired_difference), and, for a task
-whose small_objects.json carries the reference lines, how many seeds scored above every rule-blind line:
+the baseline of the same seeds with its 95% t-interval (small_objects.paired_difference), and, for the
+positive control (a task whose small_objects.json carries its cue distance and reference lines), how many
+seeds scored above every rule-blind line:
 above the cap (exact boxes, every class, equal scores) and above the mean + 3 std of the random-score line
 (exact boxes, every class, random scores), which no detector that ignores the rule reaches.
 
@@ -56,6 +57,8 @@ def read_source(path: Path, lines: dict[str, float] | None = None) -> tuple[list
     rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": 100 * r["test"]["AP"], "source": str(path)}
             for r in res["runs"] if r["protocol"] == "finetune" and r.get("test", {}).get("AP") is not None]  # fmt: skip
     for task, refs in res.get("references", {}).items():
+        if refs.get("cue_distance") is None:  # a task whose baseline is not capped by construction
+            continue
         line = blind_line(refs)
         if lines is not None and line is not None:
             lines[task] = max(line, lines.get(task, line))

@@ -648,7 +648,8 @@ def merge(folders: list[str], out: str) -> dict:
             }  # fmt: skip
     rows, diffs = summarise(recs, tasks, protocols, arms)
     seeds = sorted({r["seed"] for r in recs})
-    lines = list(dict.fromkeys(res["machine"]["line"] for res in results))
+    # one line per machine (the load average differs from run to run)
+    lines = list(dict.fromkeys(re.sub(r", load average [\d.]+", "", res["machine"]["line"]) for res in results))
     args = {**results[0]["args"], "seed0": seeds[0], "seeds": seeds[-1] - seeds[0] + 1, "merged": folders}
     result = {"args": args, "machine": {"line": "; ".join(lines), "sources": [res["machine"] for res in results]},
               "minutes": sum(res["minutes"] for res in results), "arms": [{**a} for a in arm_dicts.values()],

@@ -22,7 +22,9 @@ def _csv(path: Path, rows: list[tuple]) -> Path:
 
 def _json(path: Path, rows: list[tuple], preset: str = "quick") -> Path:
     runs = [{"task": t, "arm": a, "seed": s, "protocol": "finetune", "test": {"AP": ap / 100}} for t, a, s, ap in rows]
-    refs = {"farcue": {"exact": {"blind_tied": {"AP": 0.50}, "blind_random": {"AP": 0.534, "AP_std": 0.005}}}}
+    refs = {"farcue": {"exact": {"blind_tied": {"AP": 0.50}, "blind_random": {"AP": 0.534, "AP_std": 0.005}},
+                       "cue_distance": 727.0},
+            "neutral": {"exact": {"blind_tied": {"AP": 0.333}}}}  # not capped by construction: no column
     path.write_text(json.dumps({"args": {"preset": preset, "finetune_epochs": 15}, "machine": {"line": "here"},
                                 "runs": runs, "references": refs}))  # fmt: skip
     return path
@@ -38,6 +40,7 @@ def test_sources_pool_and_pair_by_seed(tmp_path, capsys):
     assert "| 80.0 | 54.0 | 90.0 | 3 |" in nl and "+26.0 [" in nl and "(n=2)" in nl
     # the highest rule-blind line is the random-score one, 53.4 + 3 x 0.5 = 54.9: 54.0 is not above it
     assert "above every rule-blind line (54.9)" in out and nl.endswith("| 2 of 3 |")
+    assert out.count("rule-blind line") == 1, "only the positive control gets the column"
     assert "| baseline | 40.0 | 42.0 |  | 2 |" in out, "the JSON's full-precision figure replaces the CSV's"
     assert "- b.json: here" in out.replace(str(tmp_path) + "/", "")
 
