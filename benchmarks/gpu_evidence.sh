@@ -18,10 +18,11 @@ OUT=${OUT:-benchmarks/runs/gpu}
 mkdir -p "$OUT"
 STAGES=${STAGES:-"block model evidence"}
 # the README's CPU rows on the positive control (fine-tune protocol) at 5x the images and 2x the epochs: the
-# paper's identity init (nl-g0-r), gamma 0.3 with random maps, the shipped init (nl: gamma 0.3, uniform maps),
-# its P3-sub-sampled variant (the cost-aware candidate), the GC block and the local control, 3 seeds as on the CPU; runs finish in order (seed by seed), and a second call continues where the
-# budget stopped the first. Then: --tasks farcue-near,neutral
-SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl-g0-r,nl-g0.3-r,nl,nl-full,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
+# paper's identity init (nl-g0-r), gamma 0.3 with random maps, the shipped model (nl: gamma 0.3, uniform maps,
+# P3 keys sub-sampled), gamma 0.1 (round 6: no neutral cost on the CPU, but slower to learn), the
+# full-resolution P3 block, the GC block and the local control, 3 seeds as on the CPU; runs finish in order
+# (seed by seed), and a second call continues where the budget stopped the first. Then: --tasks farcue-near,neutral
+SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl-g0-r,nl-g0.3-r,nl,nl-g0.1,nl-full,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
 SO_BUDGET=${SO_BUDGET:-420}
 
 if ! python3 -c "import ultralytics" 2>/dev/null; then
