@@ -20,9 +20,9 @@ from typing import Any
 
 __all__ = ["PRESET", "DATASET_KEYS", "NOT_EVIDENCE", "demo", "summary"]
 
-# Sized on a 2-core CPU, where Ultralytics trains with one thread (it uses cpu_count - 1): about
-# 15 s per epoch of 160 images at 256 px for YOLOv8n, a third more with the blocks; both models with
-# their evaluations take about 5-6 minutes on an otherwise idle machine.
+# Sized on a 2-core CPU, where Ultralytics trains with one thread (it uses cpu_count - 1), so both models
+# train at once (jobs=2): `make demo` took 8.2 min from a fresh clone of 2 AVX2 cores, 2.1 of them the
+# install (docs/compare.md, round 6).
 PRESET: dict[str, Any] = {
     "n_train": 160,
     "n_val": 100,
