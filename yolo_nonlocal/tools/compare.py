@@ -219,8 +219,8 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
     """The runs of ``plan``, ``settings.jobs`` at a time, each in a fresh (spawned) process.
 
     On a CPU, Ultralytics trains with ``cpu_count - 1`` threads (one thread on 2 cores), so one run leaves a
-    core idle for another (benchmarks/parallel_runs.py measures what that gains). Each worker writes its output to its run folder's
-    ``train.log``; this process prints the epochs done. Two processes must not write Ultralytics' label
+    core idle for another (benchmarks/parallel_runs.py measures what that gains). Each worker writes its
+    output to its run folder's ``train.log``; this process prints the epochs done. Two processes must not write Ultralytics' label
     caches at once, so the second run starts once the first has written them (``labels/train.cache`` and
     ``labels/val.cache``), or else once it has finished an epoch. Results are the same as one at a time:
     every run is seeded.
