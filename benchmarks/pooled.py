@@ -45,10 +45,10 @@ def read_source(path: Path, lines: dict[str, float] | None = None) -> tuple[list
     rule-blind lines (:func:`blind_line`) go into ``lines``, by task."""
     if path.suffix == ".csv":
         with open(path) as f:
-            body = [line for line in f if not line.startswith("#")]
+            raw = list(csv.DictReader(line for line in f if not line.startswith("#")))
         rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": float(r["test_AP"]),
-                 "source": f"{path.name} (round {r['round']}, machine {r['machine']})"} for r in csv.DictReader(body)]  # fmt: skip
-        return rows, f"{path.name}: " + ", ".join(sorted({f"round {r['round']} machine {r['machine']}" for r in csv.DictReader(body)}))
+                 "source": f"{path.name} (round {r['round']}, machine {r['machine']})"} for r in raw]  # fmt: skip
+        return rows, f"{path.name}: " + ", ".join(sorted({f"round {r['round']} machine {r['machine']}" for r in raw}))
     res = json.loads(path.read_text())
     args = res["args"]
     if args.get("preset") != "quick" or args.get("finetune_epochs") != 15:

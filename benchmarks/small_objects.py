@@ -534,6 +534,12 @@ def score_run(record: dict, ds: dict[str, Path], run_dir: Path, val_args: dict, 
     return scores
 
 
+def own_box_lines(own: list[dict]) -> dict:
+    """Mean and std over seeds of the two rule-blind lines drawn with each baseline's own boxes."""
+    return {k: {m: mean_std([o[k].get(m) for o in own]) for m in ("AP", "AP50")}
+            for k in ("blind_tied_own_boxes", "blind_random_own_boxes") if own}  # fmt: skip
+
+
 def execute(args: argparse.Namespace) -> dict:
     from reference_lines import reference_lines
 
@@ -582,10 +588,7 @@ def execute(args: argparse.Namespace) -> dict:
             base = [x for x in records if x["task"] == task and x["protocol"] == protocol and x["arm"] == "baseline"]
             own = [reference_lines(ds["test"], predictions=x["test_predictions"], draws=args.draws,
                                    cache=Path(x["run_dir"]) / "refs.json") for x in base]  # fmt: skip
-            refs[protocol] = {
-                k: {m: mean_std([o[k].get(m) for o in own]) for m in ("AP", "AP50")}
-                for k in ("blind_tied_own_boxes", "blind_random_own_boxes") if own
-            }  # fmt: skip
+            refs[protocol] = own_box_lines(own)
         references[task] = refs
     rows, diffs = summarise(records, tasks, protocols, arms)
     reach = {a.name: arm_reach(a.spec) for a in arms if a.spec}
@@ -642,10 +645,7 @@ def merge(folders: list[str], out: str) -> dict:
             own = [json.loads((Path(r["run_dir"]) / "refs.json").read_text())["lines"] for r in recs
                    if r["task"] == task and r["protocol"] == protocol and r["arm"] == "baseline"
                    and (Path(r["run_dir"]) / "refs.json").is_file()]  # fmt: skip
-            references[task][protocol] = {
-                k: {m: mean_std([o[k].get(m) for o in own]) for m in ("AP", "AP50")}
-                for k in ("blind_tied_own_boxes", "blind_random_own_boxes") if own
-            }  # fmt: skip
+            references[task][protocol] = own_box_lines(own)
     rows, diffs = summarise(recs, tasks, protocols, arms)
     seeds = sorted({r["seed"] for r in recs})
     # one line per machine (the load average differs from run to run)

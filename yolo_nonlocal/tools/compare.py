@@ -220,10 +220,10 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
 
     On a CPU, Ultralytics trains with ``cpu_count - 1`` threads (one thread on 2 cores), so one run leaves a
     core idle for another (benchmarks/parallel_runs.py measures what that gains). Each worker writes its
-    output to its run folder's ``train.log``; this process prints the epochs done. Two processes must not write Ultralytics' label
-    caches at once, so the second run starts once the first has written them (``labels/train.cache`` and
-    ``labels/val.cache``), or else once it has finished an epoch. Results are the same as one at a time:
-    every run is seeded.
+    output to its run folder's ``train.log``; this process prints the epochs done. Two processes must not
+    write Ultralytics' label caches at once, so the second run starts once the first has written them
+    (``labels/train.cache`` and ``labels/val.cache``), or else once it has finished an epoch. Results are
+    the same as one at a time: every run is seeded.
     """
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -266,8 +266,8 @@ def _run_parallel(settings: CompareSettings, plan: list[tuple], force: bool) -> 
                         ) from e
                     _log(f"{step} {label} seed {seed}: AP {pct(rec.get('AP'))}  APs {pct(rec.get('APs'))}"
                          + ("  (reused)" if rec.get("reused") else f"  ({rec['train_seconds']:.0f} s training)"))
-                elif _epochs_done(run_dir) != epochs.get(k, 0):
-                    epochs[k] = _epochs_done(run_dir)
+                elif (done := _epochs_done(run_dir)) != epochs.get(k, 0):
+                    epochs[k] = done
                     _log(f"{step} {label} seed {seed}: epoch {epochs[k]}" + (f"/{total}" if total else "") + " done")
             going = [f for k, f in futures.items() if k not in finished]
             if going:
