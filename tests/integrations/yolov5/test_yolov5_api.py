@@ -43,7 +43,7 @@ def test_dry_run_prints_a_diff_that_git_applies_and_changes_nothing(tmp_path, la
     assert snapshot(root) == before and tree_dirs(root) == dirs
     assert diff.startswith("diff --git a/models/yolo.py b/models/yolo.py\n")
     added = [ln[1:] for ln in diff.split("diff --git")[1].splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    assert len(added) == 8 and all(ln.rstrip().endswith(MARKER) or f"{MARKER}:" in ln for ln in added)
+    assert len(added) == 10 and all(ln.rstrip().endswith(MARKER) or f"{MARKER}:" in ln for ln in added)
     for _, dst in YAMLS[LAYOUTS[layout]["flavour"]]:
         assert f"+++ b/{dst}\n" in diff
     assert "dry run" in err
@@ -204,6 +204,26 @@ def test_status_output(tmp_path, capsys):
     assert rc == 0 and "already patched" in out
     rc, out, err = cli(capsys, "unpatch", str(root))
     assert rc == 0 and "restored models/yolo.py" in out
+
+
+def test_status_names_a_patch_of_another_version(tmp_path):
+    """A tree patched by an earlier package version (its branch passed ``[c2, *args]``, without the YAML keys)
+    still builds, but status says the marked lines are not this version's, and patch refuses to stack."""
+    root = write_tree(tmp_path / "clone", "yolov5-star")
+    patch(root)
+    assert "not this version's" not in status(root).yolo_py
+    yolo = root / YOLO_PY
+    older = yolo.read_text().replace("args = _yolo_nonlocal_row_args(c2, args, d)  # yolo-nonlocal: [c2, *args] + the YAML's nonlocal_init_* keys",
+                                     "args = [c2, *args]  # yolo-nonlocal")
+    assert older != yolo.read_text()
+    yolo.write_text(older)
+    st = status(root)
+    assert "its marked lines are not this version's" in st.yolo_py and "unpatch, then patch again" in st.yolo_py
+    with pytest.raises(PatchError, match="run `yolo-nonlocal yolov5 unpatch path=PATH` first"):
+        patch(root)
+    unpatch(root)
+    patch(root)
+    assert "not this version's" not in status(root).yolo_py
 
 
 def test_flavour_option(tmp_path, capsys):

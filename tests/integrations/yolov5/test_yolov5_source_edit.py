@@ -48,7 +48,7 @@ def test_patch_source_is_idempotent_and_inverted_by_unpatch_source(tmp_path, lay
     assert patch_source(patched) == patched
     assert unpatch_source(patched) == text
     assert [n for n, _ in marked_lines(patched)] and not marked_lines(text)
-    assert len(marked_lines(patched)) == 8
+    assert len(marked_lines(patched)) == 10
 
 
 def test_crlf_tree_keeps_its_line_endings(tmp_path):
@@ -57,7 +57,7 @@ def test_crlf_tree_keeps_its_line_endings(tmp_path):
     patch(root)
     patched = (root / YOLO_PY).read_bytes()
     assert patched.count(b"\n") == patched.count(b"\r\n")  # every line, inserted ones included, ends in CRLF
-    assert patched.count(b"# yolo-nonlocal") == 8
+    assert patched.count(b"# yolo-nonlocal") == 10
     unpatch(root)
     assert (root / YOLO_PY).read_bytes() == original
 
@@ -86,6 +86,13 @@ for layout, path, module in json.loads(sys.argv[2]):
         blocks = [l for l in m.layers if type(l).__name__ == "NonLocal"]
         out.update(ch=m.ch, blocks=[[b.c1, b.inter_channels, b.mode, b.sub_sample] for b in blocks],
                    module=type(blocks[0]).__module__)
+        keyed = mod.Model(dict(nl, nonlocal_init_gamma=0.3, nonlocal_init_attention="uniform"))
+        out["init"] = [[sorted({round(v, 6) for v in b.w_z[1].weight.tolist()}), bool(b.phi.weight.abs().sum() == 0)]
+                       for b in (m.layers + keyed.layers) if type(b).__name__ == "NonLocal"]
+        try:
+            mod.Model(dict(nl, nonlocal_lr_mult=5))
+        except ValueError as e:
+            out["lr_mult"] = str(e)
     except ImportError as e:
         out["error"] = str(e)
     sys.path.remove(path)
@@ -116,6 +123,10 @@ def test_patched_parse_model_passes_input_channels(tmp_path, block):
             assert res["ch"] == [16, 16, 32, 32, 48], layout
             assert res["blocks"] == [[16, 8, "embedded_gaussian", False], [32, 8, "dot_product", True]], layout
             assert res["module"] == "yolo_nonlocal.nonlocal_block", layout  # what checkpoints pickle
+            # the YAML's nonlocal_init_* keys: without them the identity; with them gamma 0.3, and uniform maps
+            # for the embedded_gaussian row only (the dot_product row keeps its random phi)
+            assert res["init"] == [[[0.0], False], [[0.0], False], [[0.3], True], [[0.3], False]], layout
+            assert "works in Ultralytics training only" in res["lr_mult"], layout
 
 
 def test_missing_or_repeated_anchor_fails_atomically_with_instructions(tmp_path):

@@ -138,7 +138,7 @@ def test_reference_diff_adds_only_marked_lines_and_the_patchers_yamls(name):
     for pre, post in found:
         assert all(is_marked(x) for x in post if x not in pre) and len(post) > len(pre)
         assert unpatch_source("".join(post)) == "".join(pre)  # exactly the inverse of unpatching
-    assert len(found[0][1]) - len(found[0][0]) == 5 and len(found[1][1]) - len(found[1][0]) == 3
+    assert len(found[0][1]) - len(found[0][0]) == 7 and len(found[1][1]) - len(found[1][0]) == 3
     src = source_yaml_dir()
     expected = {} if yamls == "none" else {d: (src / s).read_text() for s, d in YAMLS[flavour]}
     if yamls == "spp":
@@ -250,11 +250,12 @@ for cfg, stock in CFGS:
     n_nl = sum(p.numel() for b in blocks for p in b.parameters())
     n_all = sum(p.numel() for p in m.parameters())
     n_stock = sum(p.numel() for p in Model(stock, ch=3, nc=2).parameters()) if stock else None
+    init = [[sorted({round(v, 6) for v in b.w_z[1].weight.tolist()}), bool(b.phi.weight.abs().sum() == 0)] for b in blocks]
     m.train()
     out = m(torch.rand(2, 3, 64, 64))
     sum(o.float().square().mean() for o in out).backward()
     res[cfg] = dict(blocks=[[b.c1, b.sub_sample, type(b).__module__] for b in blocks], nl=n_nl, all=n_all,
-                    stock=n_stock, grad=all(b.w_z[1].weight.grad.abs().sum().item() > 0 for b in blocks),
+                    stock=n_stock, init=init, grad=all(b.w_z[1].weight.grad.abs().sum().item() > 0 for b in blocks),
                     shapes=[list(o.shape) for o in out])
 from models.experimental import attempt_load
 m = attempt_load(*LOAD)  # the tree's own loader, as detect.py and val.py call it
@@ -305,6 +306,7 @@ def test_real_yolov5_v70_tree(tmp_path, upstream_env, tiny_dataset):
     assert {b[2] for b in n["blocks"] + s["blocks"]} == {"yolo_nonlocal.nonlocal_block"}
     assert n["all"] == n["stock"] + n["nl"]  # exactly the stock model plus the two blocks
     assert n["grad"] and s["grad"]
+    assert n["init"] == s["init"] == [[[0.3], True]] * 2  # the copied YAMLs' nonlocal_init_* keys reached the blocks
     assert n["shapes"] == [[2, 3, 8, 8, 7], [2, 3, 4, 4, 7], [2, 3, 2, 2, 7]]
     assert res["loaded"][:2] == [2, "yolo_nonlocal.nonlocal_block"]  # the trained blocks, unpickled by path
     assert res["loaded"][2] == [1, 252, 7]  # (8*8 + 4*4 + 2*2) * 3 anchors, 5 + 2 classes
@@ -414,6 +416,7 @@ def test_real_yolov7_tree(tmp_path, upstream_env, tiny_dataset):
     t = res["cfg/training/yolov7-tiny-nl.yaml"]
     assert [b[:2] for b in t["blocks"]] == [[256, False], [64, True]]
     assert {b[2] for b in t["blocks"]} == {"yolo_nonlocal.nonlocal_block"}
+    assert t["init"] == [[[0.3], True]] * 2  # the copied YAML's nonlocal_init_* keys reached the blocks
     assert t["grad"] and t["shapes"] == [[2, 3, 8, 8, 7], [2, 3, 4, 4, 7], [2, 3, 2, 2, 7]]
     assert res["count80"] == YOLOV7_TINY_STOCK_PARAMS_NC80  # the stock graph around the two blocks
     assert res["loaded"][:2] == [2, "yolo_nonlocal.nonlocal_block"]

@@ -289,6 +289,16 @@ def unpatch(path: os.PathLike | str, keep_edited: bool = False) -> UnpatchResult
     return UnpatchResult(root, tuple(restored), tuple(kept), stripped, was_patched)
 
 
+def _other_patch(text: str) -> bool:
+    """True when this version would patch ``text``'s unpatched form with other marked lines than it holds
+    (an earlier package version's patch, or marked lines edited by hand); False when it holds this version's,
+    or when this version cannot patch it at all (status reports the edit then)."""
+    try:
+        return patch_source(unpatch_source(text)) != text
+    except PatchError:
+        return False
+
+
 def status(path: os.PathLike | str) -> TreeStatus:
     """Report whether and how the tree at ``path`` is patched (``str()`` of the result is human-readable)."""
     root = Path(path).resolve()
@@ -308,6 +318,9 @@ def status(path: os.PathLike | str) -> TreeStatus:
             yolo_state = "patched, edited since (unpatch removes the marked lines and keeps your other edits)"
         else:
             yolo_state = "patched (marked lines present; no backup)"
+        if _other_patch(cur_text):
+            yolo_state += ("; its marked lines are not this version's (another yolo-nonlocal version's patch, or "
+                           "edited by hand): unpatch, then patch again, for this version's")
     yamls: dict[str, str] = {}
     for copy in plan_yamls(root, fl):
         dst = root / copy.dst

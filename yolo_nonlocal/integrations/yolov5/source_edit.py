@@ -10,7 +10,9 @@ branch. Two insertions, and nothing else:
    builds its stock YAMLs, and only a YAML that uses ``NonLocal`` fails, saying to install it;
 2. in ``parse_model``, right above ``elif m is nn.BatchNorm2d:``, a branch that passes the input channels
    with the expression the BatchNorm branch uses (``ch[f]``), so rows read ``[-1, 1, NonLocal, [...]]``
-   with no channel count, at every width multiple.
+   with no channel count, at every width multiple, and the model YAML's ``nonlocal_init_gamma`` /
+   ``nonlocal_init_attention`` keys (:func:`yolo_nonlocal.integrations.yolov5.rows.row_args`, given
+   ``parse_model``'s first parameter, the model-YAML dict).
 
 Every inserted line ends with ``# yolo-nonlocal`` (optionally ``: a note``): :func:`unpatch_source` removes
 exactly those lines, so it is the inverse of :func:`patch_source` even in a file edited since, and even when
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 MARKER = "# yolo-nonlocal"
+ROW_ARGS = "_yolo_nonlocal_row_args"  # the name of rows.row_args in the patched file
 BATCHNORM_ANCHOR = "elif m is nn.BatchNorm2d:"
 _BN_ARGS = re.compile(r"^(?P<indent>[ \t]+)args\s*=\s*\[\s*(?P<expr>[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\s*\]\s*(#.*)?$")
 _COMMON_IMPORT = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?models\.common$")
@@ -67,18 +70,20 @@ def _import_block(nl: str) -> list[str]:
     lines = [
         f"try:  {MARKER}: NonLocal rows in model YAMLs (the yolo-nonlocal package)",
         f"    from yolo_nonlocal.nonlocal_block import NonLocal  {MARKER}",
+        f"    from yolo_nonlocal.integrations.yolov5.rows import row_args as {ROW_ARGS}  {MARKER}",
         f"except ImportError as _yolo_nonlocal_error:  {MARKER}: stock YAMLs still build without the package",
         f"    def NonLocal(*args, _why=str(_yolo_nonlocal_error), **kwargs):  {MARKER}",
         f'        raise ImportError(f"this model YAML uses NonLocal: install the yolo-nonlocal package here, from its wheel or source folder ({{_why}})")  {MARKER}',
+        f"    {ROW_ARGS} = NonLocal  {MARKER}: fails with the same message",
     ]
     return [line + nl for line in lines]
 
 
-def _branch_block(indent: str, body_indent: str, expr: str, nl: str) -> list[str]:
+def _branch_block(indent: str, body_indent: str, expr: str, model_dict: str, nl: str) -> list[str]:
     lines = [
         f"{indent}elif m is NonLocal:  {MARKER}: channels in = channels out = {expr}",
         f"{body_indent}c2 = {expr}  {MARKER}",
-        f"{body_indent}args = [c2, *args]  {MARKER}",
+        f"{body_indent}args = {ROW_ARGS}(c2, args, {model_dict})  {MARKER}: [c2, *args] + the YAML's nonlocal_init_* keys",
     ]
     return [line + nl for line in lines]
 
@@ -86,12 +91,13 @@ def _branch_block(indent: str, body_indent: str, expr: str, nl: str) -> list[str
 def manual_instructions() -> str:
     """How to make the edit by hand: the exact lines and where they go."""
     block = "".join("         " + line for line in _import_block("\n"))
-    branch = "".join("         " + line for line in _branch_block("", "    ", "ch[f]", "\n"))
+    branch = "".join("         " + line for line in _branch_block("", "    ", "ch[f]", "d", "\n"))
     return (
         "To patch by hand, edit models/yolo.py:\n"
         "  1. right after its top-level `from models.common import ...` statement, add\n" + block +
         "  2. in parse_model, right above `elif m is nn.BatchNorm2d:` and at its indentation, add\n" + branch +
-        "     with the channel expression of the BatchNorm2d branch below it (`ch[f]` in YOLOv5 and YOLOv7);\n"
+        "     with the channel expression of the BatchNorm2d branch below it (`ch[f]` in YOLOv5 and YOLOv7)\n"
+        "     and parse_model's first parameter, the model-YAML dict, for `d`;\n"
         "  3. copy the *-nl.yaml files of the package's model_yamls/ folder into the tree.\n"
         "The reference diffs in the package's patches/ folder show the result for each upstream release."
     )
@@ -185,6 +191,13 @@ def patch_source(text: str, where: str = YOLO_PY) -> str:
             f"layers that way, possibly with a package prefix); the import of NonLocal goes right after it.\n"
             f"{manual_instructions()}"
         )
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model"]
+    params = [a.arg for a in (defs[0].args.posonlyargs + defs[0].args.args)] if defs else []
+    if not params:
+        raise PatchError(
+            f"{where}: expected a top-level `def parse_model(d, ch)` (its first parameter the model-YAML dict, "
+            f"which the NonLocal branch reads for the nonlocal_init_* keys).\n{manual_instructions()}"
+        )
     after = imports[-1].end_lineno  # 1-based last line of the statement == 0-based index of the next line
     if after is None or after > bn:  # pragma: no cover - Python >= 3.8 always sets end_lineno
         raise PatchError(f"{where}: the models.common import is not above parse_model.\n{manual_instructions()}")
@@ -192,7 +205,7 @@ def patch_source(text: str, where: str = YOLO_PY) -> str:
         lines[:after]
         + _import_block(nl)
         + lines[after:bn]
-        + _branch_block(indent, m.group("indent"), expr, nl)
+        + _branch_block(indent, m.group("indent"), expr, params[0], nl)
         + lines[bn:]
     )
     new_text = "".join(new)  # a file without a final newline keeps its last line as it was
