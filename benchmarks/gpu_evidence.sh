@@ -22,7 +22,7 @@ STAGES=${STAGES:-"block model evidence"}
 # P3 keys sub-sampled), gamma 0.1 (round 6: no neutral cost on the CPU, but slower to learn), the
 # full-resolution P3 block, the GC block and the local control, 3 seeds as on the CPU; runs finish in order
 # (seed by seed), and a second call continues where the budget stopped the first. Then: --tasks farcue-near,neutral
-SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl-g0-r,nl-g0.3-r,nl,nl-g0.1,nl-full,gc-g1,local-g1 --seeds 3 --batch 32 --workers 8"}
+SO_ARGS=${SO_ARGS:-"--preset full --tasks farcue --protocols finetune --arms baseline,nl-g0-r,nl-g0.3-r,nl,nl-g0.1,nl-full,gc-g1,local-g0.3 --seeds 3 --batch 32 --workers 8"}
 SO_BUDGET=${SO_BUDGET:-420}
 
 if ! python3 -c "import ultralytics" 2>/dev/null; then

@@ -91,7 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "n_test": 160, "draws": 10},
     # the fuller measurement (GPU advised)
     "full": {"tasks": "farcue,farcue-near,context,neutral", "protocols": "finetune,scratch",
-             "arms": "baseline,nl-g0-r,nl,nl-g0.3-r,nl-full,gc-g1,local-g1,yolo11n,yolo12n", "seeds": 5, "epochs": 60,
+             "arms": "baseline,nl-g0-r,nl,nl-g0.3-r,nl-full,gc-g1,local-g0.3,yolo11n,yolo12n", "seeds": 5, "epochs": 60,
              "pretrain_epochs": 40, "finetune_epochs": 30, "n_train": 800, "n_val": 300, "n_test": 500, "draws": 20},
 }  # fmt: skip
 # Student's t quantiles t_{0.975, df} for df = 1..30 (95% two-sided intervals); larger df use the normal
