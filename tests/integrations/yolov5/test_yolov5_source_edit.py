@@ -168,3 +168,20 @@ def test_unexpected_batchnorm_body_and_missing_common_import_fail(tmp_path):
     with pytest.raises(PatchError, match=r"no top-level `from models.common import \.\.\.`"):
         patch(root)
     assert snapshot(root) == before
+
+
+def test_parse_model_without_a_model_dict_parameter_fails_atomically(tmp_path):
+    """The branch passes parse_model's first parameter (the model-YAML dict) on; a parse_model without one is
+    refused, naming what was expected, and nothing is written."""
+    root = write_tree(tmp_path / "a", "yolov5-star")
+    yolo = root / YOLO_PY
+    text = yolo.read_text()
+    assert "def parse_model(d, ch):" in text
+    yolo.write_text(text.replace("def parse_model(d, ch):", "def parse_model(*specs):"))
+    before = snapshot(root)
+    with pytest.raises(PatchError, match=r"expected a top-level `def parse_model\(d, ch\)`"):
+        patch(root)
+    assert snapshot(root) == before
+    # another name for the dict is passed on as it is
+    yolo.write_text(text.replace("def parse_model(d, ch):", "def parse_model(cfg, ch):\n    d = cfg"))
+    assert "_yolo_nonlocal_row_args(c2, args, cfg)" in patch_source(yolo.read_text())
