@@ -11,7 +11,11 @@ seeds scored above every rule-blind line:
 above the cap (exact boxes, every class, equal scores) and above the mean + 3 std of the random-score line
 (exact boxes, every class, random scores), which no detector that ignores the rule reaches.
 
-    python benchmarks/pooled.py benchmarks/results/rounds4-5.csv benchmarks/results/round6/small_objects.json
+    python benchmarks/pooled.py benchmarks/results/rounds4-5.csv benchmarks/results/round6/small_objects.json \
+        benchmarks/results/round7/small_objects.json [--against nl]
+
+``--against ARM`` adds a column pairing every other arm with ARM (say, the shipped ``nl``) on the seeds both
+have: whether a setting beats the default, not only the baseline.
 
 Only the fine-tune protocol of the quick preset is pooled (15-epoch fine-tunes): a source of another
 preset or protocol is refused.
@@ -81,7 +85,17 @@ def pool(paths: list[Path]) -> tuple[dict[tuple[str, str, int], dict], list[str]
     return table, machines, blind
 
 
-def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: dict[str, float]) -> str:
+def _paired_cell(table: dict, task: str, aps: dict[int, float], ref: str) -> str:
+    """The paired difference of one arm's ``aps`` (by seed) against arm ``ref`` on the seeds both have."""
+    both = [s for s in aps if (task, ref, s) in table]
+    d = paired_difference([aps[s] for s in both], [table[(task, ref, s)]["AP"] for s in both])
+    ci = f" [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]" if d["ci"] else ""
+    return f"{d['mean']:+.1f}{ci} (n={d['n']})" if d["n"] else f"no {ref} of these seeds"
+
+
+def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: dict[str, float],
+           against: str | None = None) -> str:
+    """The pooled tables, one per task; ``against`` adds a column of paired differences against that arm."""
     lines = ["# Pooled test AP (%) of benchmarks/small_objects.py, quick preset, fine-tune protocol", ""]
     lines += [f"- {m}" for m in machines]
     for task in dict.fromkeys(k[0] for k in table):
@@ -89,7 +103,9 @@ def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: 
         arms = list(dict.fromkeys(k[1] for k in table if k[0] == task))
         arms.sort(key=lambda a: a != "baseline")
         cap = blind.get(task)
+        extra = against is not None and against != "baseline" and against in arms
         head = ["arm", *(f"s{s}" for s in seeds), "n", "mean ± std", "paired diff. vs baseline, 95% CI"]
+        head += [f"paired diff. vs {against}, 95% CI"] if extra else []
         head += [f"above every rule-blind line ({cap:.1f})"] if cap is not None else []
         lines += ["", f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm in arms:
@@ -97,13 +113,9 @@ def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: 
             vals = list(aps.values())
             ms = f"{statistics.fmean(vals):.1f}" + (f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else "")
             cells = [arm, *(f"{aps[s]:.1f}" if s in aps else "" for s in seeds), str(len(vals)), ms]
-            if arm == "baseline":
-                cells.append("")
-            else:
-                both = [s for s in aps if (task, "baseline", s) in table]
-                d = paired_difference([aps[s] for s in both], [table[(task, "baseline", s)]["AP"] for s in both])
-                ci = f" [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]" if d["ci"] else ""
-                cells.append(f"{d['mean']:+.1f}{ci} (n={d['n']})" if d["n"] else "no baseline of these seeds")
+            cells.append("" if arm == "baseline" else _paired_cell(table, task, aps, "baseline"))
+            if extra:
+                cells.append("" if arm in ("baseline", against) else _paired_cell(table, task, aps, against))
             if cap is not None:
                 cells.append("-" if arm == "baseline" else f"{sum(v > cap for v in vals)} of {len(vals)}")
             lines.append("| " + " | ".join(cells) + " |")
@@ -113,12 +125,14 @@ def report(table: dict[tuple[str, str, int], dict], machines: list[str], blind: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", type=Path, help="small_objects.json files and per-seed CSV files")
+    p.add_argument("--against", metavar="ARM", help="also pair every other arm with this one (e.g. nl, the "
+                   "shipped model), on the seeds both have")
     args = p.parse_args(argv)
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         raise SystemExit(f"no such file: {', '.join(missing)}")
     table, machines, blind = pool(args.sources)
-    print(report(table, machines, blind))
+    print(report(table, machines, blind, args.against))
     return 0
 
 

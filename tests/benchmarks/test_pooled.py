@@ -63,3 +63,17 @@ def test_published_rounds_reproduce_their_five_seed_interval(capsys):
     assert "| nl | 82.4 | 43.6 | 74.8 | 45.1 | 80.3 | 5 | 65.2 ± 19.3 | +22.6 [-0.7, +45.9] (n=5) |" in farcue
     assert "rule-blind line" not in farcue, "the CSV carries no reference lines"
     assert "| nl | 45.0 | 37.0 | 46.2 | 31.2 | 43.9 | 5 | 40.7 ± 6.4 | -1.0 [-1.9, -0.2] (n=5) |" in out.split("## neutral")[1]
+
+
+def test_against_pairs_every_arm_with_another_arm(tmp_path, capsys):
+    a = _csv(tmp_path / "a.csv", [("neutral", "baseline", 0, 40.0), ("neutral", "nl", 0, 39.0), ("neutral", "g", 0, 40.5),
+                                  ("neutral", "baseline", 1, 44.0), ("neutral", "nl", 1, 43.0), ("neutral", "g", 1, 43.5),
+                                  ("neutral", "g", 2, 50.0)])  # fmt: skip
+    assert pooled.main([str(a), "--against", "nl"]) == 0
+    out = capsys.readouterr().out
+    assert "| paired diff. vs baseline, 95% CI | paired diff. vs nl, 95% CI |" in out
+    g = next(line for line in out.splitlines() if line.startswith("| g |"))
+    # vs baseline over seeds 0-1: (0.5 - 0.5) / 2 = 0; vs nl: (1.5 + 0.5) / 2 = 1.0, t-interval 1.0 +- 12.706 * 0.5
+    assert "| +0.0 [-6.4, +6.4] (n=2) | +1.0 [-5.4, +7.4] (n=2) |" in g
+    assert next(line for line in out.splitlines() if line.startswith("| nl |")).endswith("(n=2) |  |")
+    assert pooled.main([str(a)]) == 0 and "vs nl" not in capsys.readouterr().out
