@@ -52,7 +52,7 @@ def row_args(c1: int, args: Sequence[Any], d: dict | None) -> list:
         raise NonLocalOptionError(
             f"yolo-nonlocal: model YAML key {LR_MULT_KEY!r} works in Ultralytics training only (it splits the "
             "optimizer's parameter groups there); YOLOv5/YOLOv7 train.py builds its own optimizer and would "
-            f"ignore it: remove the key from this YAML"
+            "ignore it: remove the key from this YAML"
         )
     options = read_options(d)  # validates the values, with the Ultralytics integration's messages
     wanted: dict[str, Any] = {}
