@@ -72,7 +72,7 @@ def test_shipped_yamls_state_the_measured_default(name):
     assert all(not b.phi.weight.any() for b in blocks)
     assert [b.sub_sample for b in blocks] == [False, True]  # the P3 row's keys sub-sampled (issue 12), P5 full
     text = find_model_yaml(re.sub(r"(\d+)[nslmx]-", r"\1-", name, count=1)).read_text()  # the file, scale-less
-    assert "8 of 10 seeds" in text and "nonlocal_init_gamma: 0.0" in text  # the figures, and how to get the identity
+    assert "9 of 12 seeds" in text and "nonlocal_init_gamma: 0.0" in text  # the figures, and how to get the identity
     assert "sub-samples its keys" in text and "full-resolution" in text  # and how to get the P3 row at full size
 
 
