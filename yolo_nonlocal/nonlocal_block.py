@@ -63,10 +63,11 @@ from yolo_nonlocal.ops.softmax_attention import BACKENDS, ONNX_MIN_OPSET, select
 
 __all__ = [
     "NonLocal", "NonLocal1d", "NonLocal2d", "NonLocal3d", "NonLocalConfigError", "MODES", "BACKENDS", "ONNX_MIN_OPSET",
-    "check_positive_int", "check_init_gamma", "INIT_ATTENTIONS",
+    "check_positive_int", "check_init_gamma", "INIT_ATTENTIONS", "UNIFORM_ATTENTION_MODES",
 ]
 
 INIT_ATTENTIONS = ("random", "uniform")  # how the attention maps start (``init_attention``)
+UNIFORM_ATTENTION_MODES = ("embedded_gaussian",)  # the modes with a softmax over theta^T phi: "uniform" zeroes phi
 
 MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 SOFTMAX_MODES = ("embedded_gaussian", "gaussian")
@@ -107,7 +108,7 @@ def check_init_attention(owner: str, value, mode: str) -> str:
     """``init_attention`` if it is one of :data:`INIT_ATTENTIONS` and fits ``mode``, else :class:`NonLocalConfigError`."""
     if value not in INIT_ATTENTIONS:
         raise NonLocalConfigError(f"{owner}: init_attention must be one of {', '.join(map(repr, INIT_ATTENTIONS))}, got {value!r}")
-    if value == "uniform" and mode != "embedded_gaussian":
+    if value == "uniform" and mode not in UNIFORM_ATTENTION_MODES:
         raise NonLocalConfigError(
             f"{owner}: init_attention='uniform' zeroes phi of the embedded_gaussian softmax; mode {mode!r} has "
             + ("no phi" if mode == "gaussian" else "no softmax (a zero phi would make y zero, not uniform)")

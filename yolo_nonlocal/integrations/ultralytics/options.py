@@ -163,10 +163,10 @@ def apply_init_attention(model, init_attention: str) -> int:
     (re-initialising phi); returns the number of blocks changed. Blocks of the other modes (whose pairwise
     function has no softmax over theta and phi to make uniform) and of other families (GCNet's
     query-independent ContextBlock, the LocalBlock control) keep their own init."""
-    from yolo_nonlocal.nonlocal_block import NonLocal
+    from yolo_nonlocal.nonlocal_block import UNIFORM_ATTENTION_MODES, NonLocal
 
     init_attention = _attention(init_attention)
-    blocks = [b for b in block_modules(model) if isinstance(b, NonLocal) and b.mode == "embedded_gaussian"]
+    blocks = [b for b in block_modules(model) if isinstance(b, NonLocal) and b.mode in UNIFORM_ATTENTION_MODES]
     for b in blocks:
         b.init_attention = init_attention
         b.reset_attention()

@@ -44,7 +44,7 @@ def row_args(c1: int, args: Sequence[Any], d: dict | None) -> list:
     ``init_attention`` where the model-YAML dict ``d`` sets ``nonlocal_init_gamma`` /
     ``nonlocal_init_attention``. Raises :class:`NonLocalOptionError` for a bad key value, for
     ``nonlocal_lr_mult``, or for a row that also gives those parameters itself."""
-    from yolo_nonlocal.nonlocal_block import NonLocal
+    from yolo_nonlocal.nonlocal_block import UNIFORM_ATTENTION_MODES, NonLocal
 
     d = d or {}
     args = list(args)
@@ -73,8 +73,8 @@ def row_args(c1: int, args: Sequence[Any], d: dict | None) -> list:
             f"the YAML keys {INIT_GAMMA_KEY} / {INIT_ATTENTION_KEY} set the rest"
         ) from None
     bound.apply_defaults()
-    if bound.arguments["mode"] != "embedded_gaussian":
-        wanted.pop("init_attention", None)  # only that mode has a softmax over phi to start uniform
+    if bound.arguments["mode"] not in UNIFORM_ATTENTION_MODES:
+        wanted.pop("init_attention", None)  # the other modes keep their own start, as apply_init_attention does
         if not wanted:
             return [c1, *args]
     last = max(names.index(k) for k in wanted)

@@ -116,6 +116,11 @@ def _single(text: str, anchor: str, where: str) -> int:
     return hits[0]
 
 
+def _parse_model_def(tree: ast.Module) -> ast.FunctionDef | None:
+    """The top-level ``def parse_model`` of a parsed models/yolo.py, or None."""
+    return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model"), None)
+
+
 def _check_patched(new_text: str, where: str) -> None:
     """Parse the patched source and check that the import and the branch are where they must be."""
     try:
@@ -132,13 +137,13 @@ def _check_patched(new_text: str, where: str) -> None:
         )
         for node in tree.body
     )
-    parse_model = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model"]
-    branch = bool(parse_model) and any(
+    parse_model = _parse_model_def(tree)
+    branch = parse_model is not None and any(
         isinstance(n, ast.Compare)
         and isinstance(n.ops[0], ast.Is)
         and isinstance(n.comparators[0], ast.Name)
         and n.comparators[0].id == "NonLocal"
-        for n in ast.walk(parse_model[0])
+        for n in ast.walk(parse_model)
     )
     if not (top_import and branch):
         raise PatchError(
@@ -191,8 +196,8 @@ def patch_source(text: str, where: str = YOLO_PY) -> str:
             f"layers that way, possibly with a package prefix); the import of NonLocal goes right after it.\n"
             f"{manual_instructions()}"
         )
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model"]
-    params = [a.arg for a in (defs[0].args.posonlyargs + defs[0].args.args)] if defs else []
+    pm_def = _parse_model_def(tree)
+    params = [a.arg for a in (pm_def.args.posonlyargs + pm_def.args.args)] if pm_def else []
     if not params:
         raise PatchError(
             f"{where}: expected a top-level `def parse_model(d, ch)` (its first parameter the model-YAML dict, "
