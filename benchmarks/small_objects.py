@@ -410,15 +410,20 @@ def coco(data: Path, predictions: Path) -> dict[str, float | None]:
 # ------------------------------------------------------------------------------------------------------
 
 
+def trainval_folder(task: str, args: argparse.Namespace, out: Path) -> Path:
+    """Where ``task``'s train/val split is written (its data.yaml inside): one name per size and generator seed."""
+    return out / "data" / f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
+
+
 def datasets(task: str, args: argparse.Namespace, out: Path) -> dict[str, Path]:
     """train/val, test (another generator seed) and, for farcue, the counterfactual test set."""
     from yolo_nonlocal.data.synthetic import SyntheticConfig, make_dataset
 
     spec = TASKS[task]
     base = {"kind": spec["kind"], "rule": spec["rule"]}
-    tag = f"{task}-{args.n_train}-{args.n_val}-s{args.data_seed}"
-    ds = {"trainval": make_dataset(out / "data" / tag, SyntheticConfig(**base, n_train=args.n_train, n_val=args.n_val,
-                                                                       seed=args.data_seed), progress=False)}  # fmt: skip
+    ds = {"trainval": make_dataset(trainval_folder(task, args, out), SyntheticConfig(**base, n_train=args.n_train,
+                                                                                     n_val=args.n_val, seed=args.data_seed),
+                                   progress=False)}  # fmt: skip
     test_seed = args.data_seed + TEST_SEED_OFFSET
     test_cfg = {**base, "n_train": 1, "n_val": args.n_test, "seed": test_seed}
     ds["test"] = make_dataset(out / "data" / f"{task}-test-{args.n_test}-s{test_seed}", SyntheticConfig(**test_cfg), progress=False)
@@ -471,6 +476,43 @@ def plan(tasks: list[str], protocols: list[str], arms: list[Arm], seeds: list[in
                     if arm.spec:
                         runs.append({"task": task, "protocol": "scratch", "arm": arm.name, "seed": seed, "epochs": args.epochs})
     return runs
+
+
+def run_folders(out: Path, task: str, data: Path, kw: dict, runs: list[dict], arms: list[Arm], args: argparse.Namespace):
+    """Yield ``(run, arm, train kwargs, folder)`` for ``task``'s runs in order, lazily: a fine-tune's folder hashes its
+    pretraining's best.pt, so it is computed after that run is trained (by the caller, between two steps); while that
+    checkpoint does not exist the folder is None."""
+    pretrained: dict[int, Path] = {}
+    for r in [r for r in runs if r["task"] == task]:
+        arm = next(a for a in arms if a.name == r["arm"])  # the pretraining's arm is the baseline
+        run_kw = {**kw, "epochs": r["epochs"]}
+        label = "pretrain-baseline" if r["protocol"] == "pretrain" else arm.name
+        if r["protocol"] == "scratch" and arm.name == "baseline":
+            label = "pretrain-baseline"  # the same run as a pretraining of the same length: shared
+        ready = True
+        if r["protocol"] == "finetune":
+            run_kw["pretrained"] = str(pretrained[r["seed"]])
+            run_kw.update(_kv(args.finetune_arg, "--finetune-arg"))
+            ready = pretrained[r["seed"]].is_file()
+        run_dir = run_dir_for(out, task, label, arm.spec, data, run_kw, r["seed"]) if ready else None
+        yield r, arm, run_kw, run_dir
+        if r["protocol"] == "pretrain":
+            pretrained[r["seed"]] = run_dir / "weights" / "best.pt"
+
+
+def run_status(run_dir: Path | None, epochs: int) -> str:
+    """What ``--plan`` says of one run: finished, partial (epochs in its results.csv), to train, or waiting."""
+    if run_dir is None:
+        return "after its pretraining"
+    record_path = run_dir / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("complete") and (run_dir / "weights" / "best.pt").is_file():
+        return f"finished ({run_dir.name})"
+    if record.get("started"):
+        csv = run_dir / "results.csv"
+        done = max(len(csv.read_text().splitlines()) - 1, 0) if csv.is_file() else 0
+        return f"partial: {done}/{epochs} epochs ({run_dir.name}, resumed from last.pt)"
+    return "to train"
 
 
 def cue_sensitivity(test_data: Path, preds: Path, preds_cf: Path, min_score: float = 0.01) -> dict[str, Any]:
@@ -564,20 +606,9 @@ def execute(args: argparse.Namespace) -> dict:
         val_args = {k: kw[k] for k in ("imgsz", "batch", "device", "rect") if k in kw}
         val_args.setdefault("rect", True)
         is_farcue = TASKS[task]["kind"] == "farcue"
-        pretrained: dict[int, str] = {}
-        for r in [r for r in runs if r["task"] == task]:
-            arm = next(a for a in arms if a.name == r["arm"])  # the pretraining's arm is the baseline
-            run_kw = {**kw, "epochs": r["epochs"]}
-            if r["protocol"] == "finetune":
-                run_kw["pretrained"] = pretrained[r["seed"]]
-                run_kw.update(_kv(args.finetune_arg, "--finetune-arg"))
-            label = "pretrain-baseline" if r["protocol"] == "pretrain" else arm.name
-            if r["protocol"] == "scratch" and arm.name == "baseline":
-                label = "pretrain-baseline"  # the same run as a pretraining of the same length: shared
-            run_dir = run_dir_for(out, task, label, arm.spec, ds["trainval"], run_kw, r["seed"])
+        for r, arm, run_kw, run_dir in run_folders(out, task, ds["trainval"], kw, runs, arms, args):
             rec = train(arm.spec, ds["trainval"], run_kw, r["seed"], run_dir)
             if r["protocol"] == "pretrain":
-                pretrained[r["seed"]] = rec["weights"]
                 continue
             scores = score_run(rec, ds, run_dir, val_args, is_farcue)
             records.append({**r, "spec": arm.spec, "run_dir": str(run_dir), "train_seconds": rec["train_seconds"],
@@ -821,7 +852,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-arg", action="append", default=[], metavar="KEY=VALUE", help="extra Ultralytics train argument")
     p.add_argument("--finetune-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Ultralytics train argument of the fine-tune runs only (e.g. warmup_epochs=0)")
-    p.add_argument("--plan", action="store_true", help="print the runs (and which are finished) and stop")
+    p.add_argument("--plan", action="store_true", help="print the runs, which are finished, partial (epochs done) or still to train, and stop")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained at once, each by its own process into "
                    "OUT/seed-<k>, then merged into OUT (2 on a 2-core CPU: Ultralytics trains on cpu_count - 1 threads)")
     p.add_argument("--merge", nargs="+", metavar="DIR", help="write one report (to --out) from the runs of these "
@@ -899,8 +930,15 @@ def main(argv: list[str] | None = None) -> int:
         arms = [resolve_arm(a, args.model, out) for a in (["baseline"] if "baseline" not in arm_names else []) + arm_names]
         runs = plan(_split(args.tasks, TASKS, "task"), _split(args.protocols, PROTOCOLS, "protocol"), arms,
                     list(range(args.seed0, args.seed0 + args.seeds)), args)  # fmt: skip
+        status: dict[int, str] = {}
+        for task in sorted({r["task"] for r in runs}):
+            data = trainval_folder(task, args, out) / "data.yaml"
+            if data.is_file():  # the folders hash the data: without it every run of the task is still to train
+                for r, _, _, run_dir in run_folders(out, task, data, _train_kwargs(task, data, args), runs, arms, args):
+                    status[id(r)] = run_status(run_dir, r["epochs"])
         for r in runs:
-            print(f"{r['task']:<12} {r['protocol']:<9} {r['arm']:<14} seed {r['seed']}  {r['epochs']} epochs")
+            print(f"{r['task']:<12} {r['protocol']:<9} {r['arm']:<14} seed {r['seed']}  {r['epochs']} epochs  "
+                  f"{status.get(id(r), 'to train')}")  # fmt: skip
         shared = sum(1 for r in runs if r["protocol"] == "scratch" and r["arm"] == "baseline"
                      and r["epochs"] == args.pretrain_epochs and "finetune" in args.protocols.split(","))  # fmt: skip
         print(f"{len(runs) - shared} training runs ({shared} scratch baselines shared with the pretraining)")

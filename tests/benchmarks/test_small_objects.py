@@ -100,6 +100,43 @@ def test_arms_and_plan(tmp_path):
     assert [r["protocol"] for r in runs[:1]] == ["pretrain"] and len(runs) == 2 * (1 + 2 + 3)
 
 
+def test_plan_reports_what_is_finished_partial_and_waiting(tmp_path, capsys):
+    """--plan names the folders execute() trains into: after a pretraining's best.pt exists its fine-tunes get
+    their folders (they hash that checkpoint); a started run reports the epochs in its results.csv."""
+    argv = ["--preset", "smoke", "--tasks", "neutral", "--protocols", "finetune", "--arms", "baseline,nl",
+            "--seeds", "1", "--out", str(tmp_path)]  # fmt: skip
+
+    def plan_lines():
+        assert so.main([*argv, "--plan"]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("neutral")]
+
+    assert all(line.endswith("to train") for line in plan_lines())  # no data yet: nothing can exist
+    args = so.parse_args(argv)
+    data = so.datasets("neutral", args, tmp_path)["trainval"]
+    assert data == so.trainval_folder("neutral", args, tmp_path) / "data.yaml"
+    lines = plan_lines()
+    assert lines[0].endswith("to train") and all(x.endswith("after its pretraining") for x in lines[1:])
+    arms = [so.resolve_arm(a, "yolov8n", tmp_path) for a in ("baseline", "nl")]
+    steps = so.run_folders(tmp_path, "neutral", data, so._train_kwargs("neutral", data, args),
+                           so.plan(["neutral"], ["finetune"], arms, [0], args), arms, args)  # fmt: skip
+    r, _, _, pre = next(steps)
+    assert r["protocol"] == "pretrain" and pre.name.startswith("pretrain-baseline-s0-")
+    (pre / "weights").mkdir(parents=True)
+    (pre / "weights" / "best.pt").write_bytes(b"a checkpoint")
+    (pre / "run.json").write_text(json.dumps({"complete": True}))
+    _, _, kw, ft = next(steps)  # computed now that the checkpoint exists, as in execute()
+    assert kw["pretrained"] == str(pre / "weights" / "best.pt") and ft.name.startswith("baseline-s0-")
+    ft.mkdir(parents=True)
+    (ft / "run.json").write_text(json.dumps({"started": True, "complete": False}))
+    (ft / "results.csv").write_text("epoch,time\n1,2.0\n")
+    lines = plan_lines()
+    assert lines[0].endswith(f"finished ({pre.name})")
+    assert lines[1].endswith(f"partial: 1/{args.finetune_epochs} epochs ({ft.name}, resumed from last.pt)")
+    assert lines[2].endswith("to train")
+    (pre / "weights" / "best.pt").write_bytes(b"another checkpoint")  # a retrained pretraining: new fine-tune folders
+    assert plan_lines()[1].endswith("to train")
+
+
 def test_summary_and_markdown_from_records():
     arms = [so.Arm("baseline", "yolov8n.yaml"), so.Arm("nl-g1", "x.yaml")]
     recs = []
@@ -241,3 +278,8 @@ def test_jobs_train_each_seed_in_its_own_process_and_merge(tmp_path):
     d = next(x for x in merged["differences"] if x["metric"] == "test AP" and x["arm"] == "nl")
     assert d["n"] == 2 and d["seeds"] == [0, 1]
     assert "finetune / nl: test AP" in (out / "small_objects.md").read_text()
+    plan = subprocess.run([sys.executable, str(script), "--preset", "smoke", "--tasks", "neutral", "--protocols", "finetune",
+                           "--arms", "baseline,nl", "--seeds", "1", "--out", str(out / "seed-1"), "--seed0", "1", "--plan"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    runs = [line for line in plan.stdout.splitlines() if line.startswith("neutral")]
+    assert len(runs) == 3 and all(" finished (" in line for line in runs), plan.stdout  # the folders execute() trained
