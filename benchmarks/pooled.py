@@ -18,7 +18,9 @@ above the cap (exact boxes, every class, equal scores) and above the mean + 3 st
 have: whether a setting beats the default, not only the baseline.
 
 Only the fine-tune protocol of the quick preset is pooled (15-epoch fine-tunes): a source of another
-preset or protocol is refused.
+preset or protocol is refused. Runs of another baseline family (``small_objects.py --model yolo11n``) get
+tables of their own ("farcue, yolo11n family"): their baseline is another model, so they pair only among
+themselves. A CSV is yolov8n's unless it has a ``model`` column.
 """
 
 from __future__ import annotations
@@ -44,13 +46,22 @@ def blind_line(references: dict) -> float | None:
     return 100 * max(lines) if lines else None
 
 
+DEFAULT_FAMILY = "yolov8n"  # small_objects.py's default --model, and the rounds 4-5 CSV's
+
+
+def table_name(task: str, family: str) -> str:
+    """The table a run belongs to: its task, and its baseline family where that is not the default."""
+    return task if family == DEFAULT_FAMILY else f"{task}, {family} family"
+
+
 def read_source(path: Path, lines: dict[str, float] | None = None) -> tuple[list[dict], str]:
     """(rows of task, arm, seed, AP in %, source) and a line naming the source's machine(s); a JSON source's
     rule-blind lines (:func:`blind_line`) go into ``lines``, by task."""
     if path.suffix == ".csv":
         with open(path) as f:
             raw = list(csv.DictReader(line for line in f if not line.startswith("#")))
-        rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": float(r["test_AP"]),
+        rows = [{"task": table_name(r["task"], r.get("model") or DEFAULT_FAMILY), "arm": r["arm"], "seed": int(r["seed"]),
+                 "AP": float(r["test_AP"]),
                  "source": f"{path.name} (round {r['round']}, machine {r['machine']})"} for r in raw]  # fmt: skip
         return rows, f"{path.name}: " + ", ".join(sorted({f"round {r['round']} machine {r['machine']}" for r in raw}))
     res = json.loads(path.read_text())
@@ -58,14 +69,16 @@ def read_source(path: Path, lines: dict[str, float] | None = None) -> tuple[list
     if args.get("preset") != "quick" or args.get("finetune_epochs") != 15:
         raise SystemExit(f"{path}: preset {args.get('preset')}, {args.get('finetune_epochs')}-epoch fine-tunes; "
                          "only the quick preset's 15-epoch fine-tunes are pooled")  # fmt: skip
-    rows = [{"task": r["task"], "arm": r["arm"], "seed": int(r["seed"]), "AP": 100 * r["test"]["AP"], "source": str(path)}
-            for r in res["runs"] if r["protocol"] == "finetune" and r.get("test", {}).get("AP") is not None]  # fmt: skip
+    family = args.get("model") or DEFAULT_FAMILY
+    rows = [{"task": table_name(r["task"], family), "arm": r["arm"], "seed": int(r["seed"]), "AP": 100 * r["test"]["AP"],
+             "source": str(path)} for r in res["runs"] if r["protocol"] == "finetune" and r.get("test", {}).get("AP") is not None]  # fmt: skip
     for task, refs in res.get("references", {}).items():
         if refs.get("cue_distance") is None:  # a task whose baseline is not capped by construction
             continue
         line = blind_line(refs)
         if lines is not None and line is not None:
-            lines[task] = max(line, lines.get(task, line))
+            name = table_name(task, family)
+            lines[name] = max(line, lines.get(name, line))
     return rows, f"{path}: {res['machine']['line']}"
 
 

@@ -20,12 +20,13 @@ def _csv(path: Path, rows: list[tuple]) -> Path:
     return path
 
 
-def _json(path: Path, rows: list[tuple], preset: str = "quick") -> Path:
+def _json(path: Path, rows: list[tuple], preset: str = "quick", model: str | None = None) -> Path:
     runs = [{"task": t, "arm": a, "seed": s, "protocol": "finetune", "test": {"AP": ap / 100}} for t, a, s, ap in rows]
     refs = {"farcue": {"exact": {"blind_tied": {"AP": 0.50}, "blind_random": {"AP": 0.534, "AP_std": 0.005}},
                        "cue_distance": 727.0},
             "neutral": {"exact": {"blind_tied": {"AP": 0.333}}}}  # not capped by construction: no column
-    path.write_text(json.dumps({"args": {"preset": preset, "finetune_epochs": 15}, "machine": {"line": "here"},
+    args = {"preset": preset, "finetune_epochs": 15, **({"model": model} if model else {})}
+    path.write_text(json.dumps({"args": args, "machine": {"line": "here"},
                                 "runs": runs, "references": refs}))  # fmt: skip
     return path
 
@@ -77,3 +78,15 @@ def test_against_pairs_every_arm_with_another_arm(tmp_path, capsys):
     assert "| +0.0 [-6.4, +6.4] (n=2) | +1.0 [-5.4, +7.4] (n=2) |" in g
     assert next(line for line in out.splitlines() if line.startswith("| nl |")).endswith("(n=2) |  |")
     assert pooled.main([str(a)]) == 0 and "vs nl" not in capsys.readouterr().out
+
+
+def test_other_families_get_tables_of_their_own(tmp_path, capsys):
+    """A yolo11n baseline is another model: its runs neither clash with nor pair with yolov8n's of the same seed."""
+    v8 = _json(tmp_path / "v8.json", [("farcue", "baseline", 7, 40.0), ("farcue", "nl", 7, 80.0)], model="yolov8n")
+    v11 = _json(tmp_path / "v11.json", [("farcue", "baseline", 7, 78.0), ("farcue", "nl", 7, 77.0),
+                                        ("farcue", "baseline", 8, 83.0), ("farcue", "nl", 8, 79.0)], model="yolo11n")  # fmt: skip
+    assert pooled.main([str(v8), str(v11)]) == 0
+    out = capsys.readouterr().out
+    own, other = out.split("## farcue, yolo11n family")
+    assert "## farcue\n" in own and "| nl | 80.0 | 1 | 80.0 | +40.0 (n=1) |" in own
+    assert "| nl | 77.0 | 79.0 | 2 | 78.0 ± 1.4 | -2.5 [" in other and "(n=2) | 2 of 2 |" in other
